@@ -64,18 +64,22 @@ class LladaRMSNorm(nn.Module):
 
 
 class LladaRotaryEmbedding(nn.Module):
-    """Rotary position embedding (half-split rotation), computed in float32 for any position ids."""
+    """Rotary position embedding (half-split rotation), computed in float32 for any position ids.
+
+    The inverse frequencies are recomputed per call (head_dim / 2 values) rather than kept in a buffer, so that
+    meta-device initialisation in `from_pretrained` cannot leave them uninitialised."""
 
     def __init__(self, config: LladaConfig):
         super().__init__()
-        head_dim = config.d_model // config.n_heads
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim = config.d_model // config.n_heads
+        self.theta = config.rope_theta
 
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids: (B, T) -> cos, sin: (B, 1, T, head_dim)
-        freqs = position_ids.to(torch.float32)[..., None] * self.inv_freq.to(position_ids.device)
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=position_ids.device) / self.head_dim
+        inv_freq = 1.0 / (self.theta**exponents)
+        freqs = position_ids.to(torch.float32)[..., None] * inv_freq
         angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         return angles.cos(), angles.sin()
 
@@ -258,20 +262,14 @@ class LladaForMaskedDiffusion(LladaPreTrainedModel):
         """Loads an official LLaDA checkpoint (or one saved by this class) and fails clearly on missing or
         mis-shaped weights instead of silently initialising them at random."""
         wants_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        except RuntimeError as error:
-            if "size mismatch" in str(error) or "mismatch" in str(error).lower():
-                raise ValueError(
-                    f"LLaDA checkpoint {pretrained_model_name_or_path}: tensor shapes do not match its config.json "
-                    f"({error})."
-                ) from error
-            raise
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # report mis-shaped tensors by name below
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         problems = []
         if info.get("missing_keys"):
             problems.append(f"missing weights {sorted(info['missing_keys'])[:8]}")
         if info.get("mismatched_keys"):
-            problems.append(f"mis-shaped weights {[m[0] if isinstance(m, tuple) else m for m in info['mismatched_keys']][:8]}")
+            shapes = [f"{m[0]} {tuple(m[1])} vs {tuple(m[2])}" if isinstance(m, tuple) else str(m) for m in info["mismatched_keys"]]
+            problems.append(f"mis-shaped weights (checkpoint vs config) {shapes[:8]}")
         if problems:
             raise ValueError(
                 f"LLaDA checkpoint {pretrained_model_name_or_path}: {'; '.join(problems)}. Expected the official key "
@@ -500,7 +498,16 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                 "type": "audio",
             }
         }
-        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        # transformers 5 refuses to write generation parameters (`temperature`) into config.json; they are saved in
+        # generation_config.json (see `_default_generation_config`) and read back by `from_pretrained`.
+        generation_params = self.config._get_generation_parameters()
+        for key in generation_params:
+            delattr(self.config, key)
+        try:
+            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        finally:
+            for key, value in generation_params.items():
+                setattr(self.config, key, value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -510,7 +517,8 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if config.checkpoint_weights != "trainable":
-            return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
+            return cls._load_generation_config(model, pretrained_model_name_or_path, hub_kwargs)
         if not (config.encoder_name_or_path and config.decoder_name_or_path):
             raise ValueError(
                 f"{pretrained_model_name_or_path}: a trainable-weights-only checkpoint needs `encoder_name_or_path` and "
@@ -530,7 +538,17 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint lacks trainable weights {absent[:8]}.")
         if kwargs.get("device_map") not in (None, "auto"):
             model.to(kwargs["device_map"])
-        return model.eval()
+        return cls._load_generation_config(model.eval(), pretrained_model_name_or_path, hub_kwargs)
+
+    @staticmethod
+    def _load_generation_config(model, name_or_path, hub_kwargs: dict):
+        """The saved generation_config.json (decoding defaults, `temperature`): without `GenerationMixin` the base
+        `from_pretrained` does not read it."""
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(name_or_path, **hub_kwargs)
+        except OSError:  # no generation_config.json: keep the one built from the config
+            pass
+        return model
 
     # -- speech prefix -----------------------------------------------------------------------------------------------
 
@@ -560,13 +578,36 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         k = self.config.stack_factor
         return ((enc_frames + k - 1) // k).clamp(min=1)
 
-    def embed_speech(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Returns speech embeddings (B, S, d_model) and their valid lengths (B,)."""
-        self._check_input_features(input_features)
-        encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
-            frames = self.encoder(input_features.to(self.encoder.dtype)).last_hidden_state
-        lengths = self.speech_lengths(attention_mask, frames.shape[0], frames.device)
+    def embed_speech(
+        self,
+        input_features: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: torch.Tensor | None = None,
+    ):
+        """Returns speech embeddings (B, S, d_model) and their valid lengths (B,).
+
+        `encoder_outputs` (B, T, d_enc): precomputed encoder frames (e.g. from an on-disk cache, trimmed to each
+        audio's frames and zero-padded) used instead of running the encoder on `input_features`; `attention_mask` is
+        still the (B, 3000) mel-frame mask that gives each sample's length (None = T frames each)."""
+        if encoder_outputs is not None:
+            frames = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
+            if frames.dim() != 3 or frames.shape[-1] != self.config.encoder_config.d_model:
+                raise ValueError(
+                    f"encoder_outputs must have shape (batch, frames, {self.config.encoder_config.d_model}), "
+                    f"got {tuple(frames.shape)}."
+                )
+            frames = frames.to(self.projector.mlp[0].weight.device)
+            if attention_mask is None:
+                k = self.config.stack_factor
+                lengths = torch.full((frames.shape[0],), (frames.shape[1] + k - 1) // k, device=frames.device)
+            else:
+                lengths = self.speech_lengths(attention_mask, frames.shape[0], frames.device)
+        else:
+            self._check_input_features(input_features)
+            encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
+            with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
+                frames = self.encoder(input_features.to(self.encoder.dtype)).last_hidden_state
+            lengths = self.speech_lengths(attention_mask, frames.shape[0], frames.device)
         max_frames = int(lengths.max()) * self.config.stack_factor
         frames = frames[:, :max_frames]  # drop frames past the longest audio's end before the projector
         speech = self.projector(frames.to(self.projector.mlp[0].weight.dtype))
@@ -597,10 +638,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             mask[row, width - size :] = 1
         return prefix, mask
 
-    def prepare_prefix(self, input_features=None, attention_mask=None, inputs_embeds=None):
-        """(prefix embeddings, prefix mask) from audio features or from a caller-built `inputs_embeds`."""
+    def prepare_prefix(self, input_features=None, attention_mask=None, inputs_embeds=None, encoder_outputs=None):
+        """(prefix embeddings, prefix mask) from audio features, precomputed encoder frames (`encoder_outputs`), or a
+        caller-built `inputs_embeds`."""
         if inputs_embeds is not None:
-            if input_features is not None:
+            if input_features is not None or encoder_outputs is not None:
                 raise ValueError("Pass either `input_features` (audio) or `inputs_embeds` (a built prefix), not both.")
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.decoder_config.d_model:
                 raise ValueError(
@@ -609,9 +651,9 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                 )
             mask = attention_mask if attention_mask is not None else torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
             return inputs_embeds.to(self.decoder.dtype), mask.to(inputs_embeds.device).long()
-        if input_features is None:
-            raise ValueError("Pass `input_features` (from the processor) or `inputs_embeds`.")
-        speech, lengths = self.embed_speech(input_features, attention_mask)
+        if input_features is None and encoder_outputs is None:
+            raise ValueError("Pass `input_features` (from the processor), `encoder_outputs` or `inputs_embeds`.")
+        speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
         return self.build_prefix(speech, lengths)
 
     # -- training ----------------------------------------------------------------------------------------------------
@@ -623,12 +665,13 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         labels: torch.LongTensor | None = None,  # (B, A) answer ids padded with EOS; -100 = not part of the answer
         inputs_embeds: torch.Tensor | None = None,
         mask_eps: float = 1e-3,
+        encoder_outputs: torch.Tensor | None = None,  # (B, T, d_enc) precomputed encoder frames, replaces input_features
         **kwargs: Any,
     ) -> WhisperLladaOutput:
         """LLaDA SFT masked-diffusion loss: per sample t ~ U(eps, 1), each answer token masked with probability t,
         cross-entropy on the masked tokens divided by t, normalised by the answer length and the batch size.
         The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss."""
-        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds)
+        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         if labels is None:
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
         labels = labels.to(prefix.device)
@@ -715,6 +758,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         kv_cache: str | None = None,
         early_stop: bool = False,
         generator: torch.Generator | None = None,
+        encoder_outputs: torch.Tensor | None = None,
         **unused: Any,
     ) -> torch.LongTensor:
         """Transcribes by masked diffusion; returns the generated ids (B, gen_length).
@@ -736,7 +780,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             kv_cache=kv_cache,
             early_stop=early_stop or None,
         )
-        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds)
+        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         return self.diffusion_sample(prefix, prefix_mask, settings, generator=generator)
 
     def diffusion_sample(
@@ -813,10 +857,14 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         )
         return out.logits, cache
 
-    @staticmethod
-    def _predict(logits: torch.Tensor, s: DecodingSettings, generator=None):
-        """x0 = argmax (with Gumbel noise if temperature > 0) and its confidence, as LLaDA computes them."""
-        predicted = add_gumbel_noise(logits, s.temperature, generator).argmax(-1)
+    def _predict(self, logits: torch.Tensor, s: DecodingSettings, generator=None):
+        """x0 = argmax (with Gumbel noise if temperature > 0) and its confidence, as LLaDA computes them.
+
+        One deliberate difference: the mask token itself is never predicted (LLaDA's sampler may "commit" [MASK],
+        leaving the position masked); confidences are still the reference's softmax over the full vocabulary."""
+        scores = add_gumbel_noise(logits, s.temperature, generator)
+        scores = scores.index_fill(-1, torch.tensor([self.config.mask_token_id], device=logits.device), -math.inf)
+        predicted = scores.argmax(-1)
         if s.remasking == "low_confidence":
             probs = torch.softmax(logits.to(torch.float64), dim=-1)
             confidence = probs.gather(-1, predicted[..., None]).squeeze(-1)

@@ -218,6 +218,12 @@ class WhisperLladaProcessor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return ["input_features", "attention_mask", "labels"]
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Registers the class for `AutoProcessor` first, so that processor_config.json carries the `auto_map` and
+        `AutoProcessor.from_pretrained(..., trust_remote_code=True)` builds this class (not a bare tokenizer)."""
+        self.register_for_auto_class()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 def build_llada_style_tokenizer(tokenizer_file: str):
     """A fast tokenizer for small LLaDA-architecture decoders: any `tokenizer.json` (e.g. Whisper tiny.en's) plus

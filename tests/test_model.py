@@ -1,0 +1,125 @@
+"""The full model: SFT loss semantics, what trains, the real Whisper encoder, prefix length, bad inputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import EOS_ID, MASK_ID, WHISPER_TINY, needs_shared, tiny_config, tiny_decoder_config
+from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+
+
+def features(batch: int, seconds: list[float]):
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(batch, 80, 3000, generator=g)
+    mask = torch.zeros(batch, 3000, dtype=torch.long)
+    for row, s in enumerate(seconds):
+        mask[row, : int(s * 100)] = 1
+    return feats, mask
+
+
+def test_loss_backward_trains_only_the_projector(tiny_model):
+    tiny_model.train()
+    feats, mask = features(2, [3.0, 7.5])
+    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [8, 9, 10, 11, EOS_ID]])
+    out = tiny_model(input_features=feats, attention_mask=mask, labels=labels)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    with_grad = {n for n, p in tiny_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert with_grad == trainable and all(n.startswith("projector.") for n in trainable)
+    assert len(trainable) == len(list(tiny_model.projector.parameters()))
+
+
+def test_loss_is_the_llada_sft_loss(tiny_model):
+    """Recompute the loss independently: same random draws, full forward, CE on masked answer tokens / t,
+    normalised by answer length (EOS padding included) and batch; the prefix is never masked."""
+    feats, mask = features(2, [2.0, 4.0])
+    labels = torch.tensor([[5, 6, EOS_ID, EOS_ID], [8, 9, 10, EOS_ID]])
+    torch.manual_seed(123)
+    loss = tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss
+
+    prefix, prefix_mask = tiny_model.prepare_prefix(feats, mask)
+    torch.manual_seed(123)
+    t = torch.rand(2, 1)
+    p_mask = (1 - 1e-3) * t + 1e-3
+    masked = torch.rand(2, 4) < p_mask
+    noisy = torch.where(masked, MASK_ID, labels)
+    embeds = torch.cat((prefix, tiny_model.decoder.get_input_embeddings()(noisy)), dim=1)
+    logits = tiny_model.decoder(inputs_embeds=embeds, attention_mask=torch.cat((prefix_mask, torch.ones_like(labels)), 1)).logits
+    logits = logits[:, prefix.shape[1]:]
+    expected = 0.0
+    for row in range(2):
+        ce = F.cross_entropy(logits[row][masked[row]], labels[row][masked[row]], reduction="sum")
+        expected += ce / p_mask[row, 0] / labels.shape[1]
+    torch.testing.assert_close(loss, expected / 2, atol=1e-5, rtol=1e-5)
+
+
+def test_eos_padding_is_in_the_loss(tiny_model):
+    feats, mask = features(1, [2.0])
+    short = torch.tensor([[5, EOS_ID]])
+    padded = torch.tensor([[5, EOS_ID, EOS_ID, EOS_ID]])
+    ignored = torch.tensor([[5, EOS_ID, -100, -100]])
+    torch.manual_seed(0)
+    a = tiny_model(input_features=feats, attention_mask=mask, labels=padded).loss
+    torch.manual_seed(0)
+    b = tiny_model(input_features=feats, attention_mask=mask, labels=ignored).loss
+    assert not torch.isclose(a, b)  # EOS padding contributes; -100 positions do not
+    torch.manual_seed(0)
+    c = tiny_model(input_features=feats, attention_mask=mask, labels=short).loss
+    assert torch.isfinite(c)
+
+
+def test_prefix_length_follows_audio_length(tiny_model):
+    feats, mask = features(3, [5.0, 10.0, 30.0])
+    speech, lengths = tiny_model.embed_speech(feats, mask)
+    assert lengths.tolist() == [50, 100, 300]  # 100 mel frames/s -> 50 encoder frames/s -> 10 embeddings/s
+    assert speech.shape[1] == 300
+    prefix, prefix_mask = tiny_model.build_prefix(speech, lengths)
+    prompt = len(tiny_model.config.prompt_prefix_ids) + len(tiny_model.config.prompt_suffix_ids)
+    assert prefix_mask.sum(-1).tolist() == [50 + prompt, 100 + prompt, 300 + prompt]
+    short, short_mask = tiny_model.prepare_prefix(*features(1, [5.0]))
+    assert short.shape[1] == 50 + prompt  # a 5 s clip alone is not padded to 30 s
+
+
+@needs_shared(WHISPER_TINY)
+def test_real_whisper_tiny_encoder_loads(tmp_path):
+    from transformers import WhisperModel
+
+    decoder = LladaForMaskedDiffusion(tiny_decoder_config())
+    decoder.save_pretrained(tmp_path / "decoder")
+    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
+        str(WHISPER_TINY), str(tmp_path / "decoder"), prompt_prefix_ids=[1, 2], prompt_suffix_ids=[3],
+        projector_hidden_sizes=[32, 16, 32])
+    reference = WhisperModel.from_pretrained(WHISPER_TINY, dtype=torch.float32).get_encoder().state_dict()
+    for name, tensor in model.encoder.state_dict().items():
+        torch.testing.assert_close(tensor, reference[name])
+    assert model.config.encoder_config.d_model == 384 and model.config.checkpoint_weights == "trainable"
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert not any(p.requires_grad for p in model.decoder.parameters())
+    feats, mask = features(2, [4.0, 9.0])
+    _, lengths = model.embed_speech(feats, mask)
+    assert lengths.tolist() == [40, 90]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [(lambda: torch.zeros(1, 80, 3000, dtype=torch.long), "floating-point"),
+     (lambda: torch.zeros(1, 80, 1000), r"shape \(batch, 80, 3000\)"),
+     (lambda: torch.zeros(80, 3000), r"shape \(batch, 80, 3000\)"),
+     (lambda: torch.full((1, 80, 3000), float("nan")), "NaN")],
+)
+def test_bad_input_features(tiny_model, make, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model.generate(input_features=make())
+
+
+def test_bad_prefix_and_label_inputs(tiny_model):
+    with pytest.raises(ValueError, match="inputs_embeds must have shape"):
+        tiny_model.generate(inputs_embeds=torch.zeros(1, 5, 7))
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model.generate(input_features=torch.zeros(1, 80, 3000), inputs_embeds=torch.zeros(1, 5, 32))
+    with pytest.raises(ValueError, match="needs `labels`"):
+        tiny_model(input_features=torch.zeros(1, 80, 3000))
+    bare = WhisperLladaForConditionalGeneration(tiny_config(prompt_prefix_ids=None))
+    with pytest.raises(ValueError, match="prompt_prefix_ids"):
+        bare.generate(input_features=torch.zeros(1, 80, 3000))
