@@ -400,7 +400,14 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         decoder: LladaForMaskedDiffusion | None = None,
     ):
         super().__init__(config)
+        # A sub-config taken from a loaded model (e.g. `WhisperModel.from_pretrained(...).config`) comes back from
+        # `WhisperLladaConfig(...)` with no attention implementation, and Whisper then falls back to eager attention.
+        for sub_config in (config.encoder_config, config.decoder_config):
+            if getattr(sub_config, "_attn_implementation", None) is None:
+                sub_config._attn_implementation = config._attn_implementation
         self.encoder = encoder if encoder is not None else WhisperEncoder(config.encoder_config)
+        if getattr(self.encoder.config, "_attn_implementation", None) in (None, "eager"):
+            self.encoder.config._attn_implementation = "sdpa"  # composing the config resets it; SDPA is exact and faster
         self.projector = WhisperLladaProjector(config)
         self.decoder = decoder if decoder is not None else LladaForMaskedDiffusion(config.decoder_config)
         self.post_init()
@@ -428,7 +435,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             pad_token_id=c.pad_token_id,
         )
         if c.temperature:  # GenerationConfig warns about temperature=0 ("greedy"); 0 is our default anyway
-            config.temperature = c.temperature
+            config.temperature, config.do_sample = c.temperature, True
         return config
 
     @classmethod
@@ -530,6 +537,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             config.encoder_name_or_path, config.decoder_name_or_path, config=config, dtype=dtype
         )
         trained = _load_safetensors_weights(pretrained_model_name_or_path, hub_kwargs)
+        trained = _merge_lora_weights(model, trained, getattr(config, "lora", None))
         missing, unexpected = model.load_state_dict(trained, strict=False)
         if unexpected:
             raise ValueError(f"{pretrained_model_name_or_path}: unexpected weights {unexpected[:8]} in the checkpoint.")
@@ -886,6 +894,41 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     def _fill_after_eos(self, answer: torch.Tensor) -> torch.Tensor:
         after_eos = (answer == self.config.eos_token_id).cumsum(-1) > 0
         return answer.masked_fill(after_eos, self.config.eos_token_id)
+
+
+def _merge_lora_weights(model: nn.Module, weights: dict[str, torch.Tensor], lora: dict | None) -> dict[str, torch.Tensor]:
+    """Merges LoRA adapters saved by a LoRA training run (peft names `X.lora_A[.adapter].weight` /
+    `X.lora_B[.adapter].weight`, scaling `config.lora["lora_alpha"] / config.lora["r"]`) into the base weight
+    `X.weight` of `model` (W += scaling * B @ A) and returns the remaining weights (peft's `X.base_layer.weight`
+    renamed to `X.weight`). Without adapter weights, `weights` is returned unchanged."""
+    import re
+
+    pattern = re.compile(r"^(.*)\.lora_A(?:\.[^.]+)?\.weight$")
+    adapters = {m.group(1): name for name in weights if (m := pattern.match(name))}
+    if not adapters:
+        return weights
+    if not lora or not lora.get("r"):
+        raise ValueError("The checkpoint has LoRA weights but its config has no `lora` settings (r, lora_alpha).")
+    scaling = float(lora.get("lora_alpha", lora["r"])) / float(lora["r"])
+    params = dict(model.named_parameters())
+    remaining = {}
+    for name, tensor in weights.items():
+        if ".lora_A" in name or ".lora_B" in name:
+            continue
+        remaining[name.replace(".base_layer.", ".")] = tensor
+    with torch.no_grad():
+        for base, a_name in adapters.items():
+            b_name = a_name.replace(".lora_A", ".lora_B")
+            if b_name not in weights or f"{base}.weight" not in params:
+                raise ValueError(f"LoRA weights for {base} do not match the model (looked for {b_name}, {base}.weight).")
+            target = remaining.get(f"{base}.weight", params[f"{base}.weight"])
+            delta = weights[b_name].float() @ weights[a_name].float()
+            merged = (target.float() + scaling * delta.to(target.device)).to(target.dtype)
+            if f"{base}.weight" in remaining:
+                remaining[f"{base}.weight"] = merged
+            else:
+                params[f"{base}.weight"].copy_(merged)
+    return remaining
 
 
 def _load_safetensors_weights(name_or_path, hub_kwargs: dict) -> dict[str, torch.Tensor]:

@@ -1,0 +1,306 @@
+"""Speed benchmarks for whisper-llada; each part rewrites its own section of BENCHMARKS.md (device, date, command).
+
+    # 1. CPU, same run, same clips: the demo model (A/B/C exact and with the approximate options) vs transformers'
+    #    Whisper tiny.en autoregressive generate. The demo model uses Whisper tiny.en's encoder: the difference is
+    #    the decoder.
+    python bench_hf.py cpu [--model demo/model] [--data demo/audio/manifest.jsonl] [--batch_size 1]
+
+    # 2. GPU: random weights with the real shapes (LLaDA-8B decoder in bf16, whisper-large-v3 encoder), synthetic audio
+    #    with LibriSpeech-like durations, batch size 1 and the largest that fits; fixed-step exact decoding is the
+    #    headline, caching/threshold rows are labelled (random weights make them unrepresentative).
+    python bench_hf.py gpu [--batch_sizes 1 64 32 16] [--num_utterances 128]
+    python bench_hf.py gpu --tiny --device cpu     # smoke test of the GPU script on small shapes (not reported)
+
+RTFx = total audio seconds / total processing seconds (feature extraction + encoder + decoding + detokenisation),
+with device synchronisation. Utterances are sorted by duration before batching (length bucketing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from configuration_whisper_llada import LladaConfig, WhisperLladaConfig  # noqa: E402
+from modeling_whisper_llada import WhisperLladaForConditionalGeneration  # noqa: E402
+from processing_whisper_llada import WhisperLladaProcessor, load_audio  # noqa: E402
+from text_normalization import wer_percent  # noqa: E402
+from whisper_llada_data import read_manifest  # noqa: E402
+
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.74}
+TARGET_RTFX = {"A": 600, "B": 200, "C": 60}
+
+
+@dataclass
+class Variant:
+    """One benchmark row: a decoding preset plus the opt-in approximations."""
+
+    decoding: str
+    kv_cache: str | None = None
+    threshold: float | None = None
+    early_stop: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [self.decoding]
+        if self.kv_cache:
+            parts.append(f"{self.kv_cache} cache")
+        if self.threshold is not None:
+            parts.append(f"threshold {self.threshold:g}")
+        if self.early_stop:
+            parts.append("early stop")
+        return " + ".join(parts)
+
+    @property
+    def exact(self) -> bool:
+        return self.kv_cache is None and self.threshold is None and not self.early_stop
+
+    def generate_kwargs(self) -> dict:
+        return {"decoding": self.decoding, "kv_cache": self.kv_cache, "threshold": self.threshold,
+                "early_stop": self.early_stop}
+
+
+CPU_VARIANTS = [
+    Variant("A"), Variant("B"), Variant("C"),
+    Variant("B", kv_cache="prefix"), Variant("B", kv_cache="dual"), Variant("B", threshold=0.9), Variant("B", early_stop=True),
+    Variant("C", kv_cache="prefix"), Variant("C", kv_cache="dual"), Variant("C", threshold=0.9), Variant("C", early_stop=True),
+    Variant("C", kv_cache="dual", threshold=0.9, early_stop=True),
+]
+GPU_VARIANTS = [Variant("A"), Variant("B"), Variant("C"), Variant("B", kv_cache="dual"), Variant("C", kv_cache="dual"),
+                Variant("C", kv_cache="dual", threshold=0.9)]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def time_whisper_llada(model, processor, waves, variant: Variant, batch_size: int, device) -> tuple[list[str], float]:
+    """Transcribes `waves` (sorted by length) and returns the texts and the processing seconds."""
+    texts: list[str] = []
+    synchronize(device)
+    start = time.perf_counter()
+    for chunk in batches(waves, batch_size):
+        features = processor.feature_extractor(chunk, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+        ids = model.generate(input_features=features.input_features.to(device, model.encoder.dtype),
+                             attention_mask=features.attention_mask.to(device), **variant.generate_kwargs())
+        texts.extend(processor.batch_decode(ids.cpu()))
+    synchronize(device)
+    return texts, time.perf_counter() - start
+
+
+def time_whisper_ar(model, processor, waves, batch_size: int) -> tuple[list[str], float]:
+    texts: list[str] = []
+    start = time.perf_counter()
+    for chunk in batches(waves, batch_size):
+        features = processor(chunk, sampling_rate=16000, return_tensors="pt")
+        ids = model.generate(features.input_features, num_beams=1, do_sample=False, max_new_tokens=200)
+        texts.extend(processor.batch_decode(ids, skip_special_tokens=True))
+    return texts, time.perf_counter() - start
+
+
+def write_section(name: str, body: str) -> None:
+    """Replaces the `name` section of BENCHMARKS.md (between its markers), written atomically."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\nWritten by `bench_hf.py`.\n"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    handle, tmp = tempfile.mkstemp(dir=BENCHMARKS.parent, prefix=".BENCHMARKS.")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(tmp, BENCHMARKS)
+
+
+def header(device_text: str) -> str:
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    return (f"- date: {datetime.date.today().isoformat()}\n- device: {device_text}\n- command: `{command}`\n"
+            f"- torch {torch.__version__}, Python {platform.python_version()}\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 1. CPU: demo model vs Whisper tiny.en
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def run_cpu(args) -> None:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    records = read_manifest(args.data)
+    records = sorted(records, key=lambda r: r.get("duration") or 0.0)
+    waves = [load_audio(r["audio"], 16000) for r in records]
+    references = [r["text"] for r in records]
+    audio_seconds = sum(len(w) for w in waves) / 16000
+
+    model = WhisperLladaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    processor = WhisperLladaProcessor.from_pretrained(args.model)
+    whisper = WhisperForConditionalGeneration.from_pretrained(args.whisper, dtype=torch.float32).eval()
+    whisper_processor = WhisperProcessor.from_pretrained(args.whisper)
+
+    rows = []
+    with torch.inference_mode():
+        time_whisper_ar(whisper, whisper_processor, waves[:1], 1)  # warm-up
+        texts, seconds = time_whisper_ar(whisper, whisper_processor, waves, args.batch_size)
+        whisper_rtfx = audio_seconds / seconds
+        rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx, True))
+        for variant in CPU_VARIANTS:
+            time_whisper_llada(model, processor, waves[:1], variant, 1, device)  # warm-up
+            texts, seconds = time_whisper_llada(model, processor, waves, variant, args.batch_size, device)
+            rows.append((f"demo whisper-llada {variant.name}", wer_percent(references, texts), audio_seconds / seconds,
+                         variant.exact))
+            print(f"{rows[-1][0]}: WER {rows[-1][1]:.2f} %, RTFx {rows[-1][2]:.2f}", flush=True)
+
+    body = ["## CPU: bundled demo model vs Whisper tiny.en (same run, same clips)\n",
+            header(f"CPU, {args.threads} threads ({platform.processor() or platform.machine()})"),
+            f"- clips: {len(waves)} held-out LibriSpeech utterances from `{args.data}`, {audio_seconds:.1f} s of audio; "
+            f"batch size {args.batch_size}; fp32\n",
+            "| model / decoding | exact? | WER % | RTFx | RTFx / Whisper tiny.en |", "|---|---|---|---|---|"]
+    for name, wer, rtfx, exact in rows:
+        body.append(f"| {name} | {'yes' if exact else 'approx.'} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
+    body.append("\n`exact` rows produce the tokens of LLaDA's reference sampler; `approx.` rows use the opt-in "
+                "Fast-dLLM-style options. WER uses Whisper's English normaliser.")
+    write_section("cpu", "\n".join(body))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2. GPU: real shapes, random weights
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def real_shape_model(tiny: bool, device: torch.device, dtype: torch.dtype) -> WhisperLladaForConditionalGeneration:
+    """whisper-large-v3 encoder + LLaDA-8B decoder shapes with random weights (nothing downloaded)."""
+    from transformers import WhisperConfig
+
+    if tiny:
+        encoder = WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                                num_mel_bins=128, max_source_positions=1500)
+        decoder = LladaConfig(d_model=128, n_layers=2, n_heads=4, mlp_hidden_size=256, vocab_size=1024,
+                              embedding_size=1024, mask_token_id=1000, eos_token_id=1001, pad_token_id=1001, bos_token_id=1002)
+    else:
+        encoder = WhisperConfig(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                                num_mel_bins=128, max_source_positions=1500)
+        decoder = LladaConfig()  # the LLaDA-8B-Instruct shape: 4096 x 32 layers, vocab 126464
+    rng = np.random.default_rng(0)
+    config = WhisperLladaConfig(
+        encoder_config=encoder, decoder_config=decoder,
+        prompt_prefix_ids=[decoder.bos_token_id] + rng.integers(0, 1000, 14).tolist(),  # 15 ids, as LLaDA's template
+        prompt_suffix_ids=rng.integers(0, 1000, 6).tolist(),
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = WhisperLladaForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def librispeech_like_durations(count: int, seed: int = 0) -> list[float]:
+    """Gamma-distributed durations, mean about 7 s, clipped to [1, 30] s; a few long ones up to 30 s."""
+    rng = np.random.default_rng(seed)
+    durations = np.clip(rng.gamma(shape=2.5, scale=2.8, size=count), 1.0, 30.0)
+    durations[: max(1, count // 32)] = rng.uniform(20.0, 30.0, size=max(1, count // 32))
+    return sorted(durations.tolist())
+
+
+def run_gpu(args) -> None:
+    from transformers import WhisperFeatureExtractor
+
+    device = torch.device(args.device)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    model = real_shape_model(args.tiny, device, dtype)
+    feature_extractor = WhisperFeatureExtractor(feature_size=128)
+    processor = WhisperLladaProcessor.__new__(WhisperLladaProcessor)  # features only; decoding is timed separately
+    processor.feature_extractor = feature_extractor
+    durations = librispeech_like_durations(args.num_utterances)
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(int(d * 16000)).astype(np.float32) * 0.05 for d in durations]
+    audio_seconds = sum(durations)
+
+    def decode_ids(ids):  # detokenisation stand-in: ids -> python lists (no tokenizer for random weights)
+        return [row for row in ids.cpu().tolist()]
+
+    processor.batch_decode = decode_ids
+    results = []
+    with torch.inference_mode():
+        for variant in GPU_VARIANTS:
+            for batch_size in args.batch_sizes:
+                try:
+                    time_whisper_llada(model, processor, waves[:batch_size], variant, batch_size, device)  # warm-up
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    _, seconds = time_whisper_llada(model, processor, waves, variant, batch_size, device)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    print(f"{variant.name} batch {batch_size}: out of memory", flush=True)
+                    continue
+                peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+                results.append({"variant": variant.name, "exact": variant.exact, "batch_size": batch_size,
+                                "rtfx": audio_seconds / seconds, "peak_gib": peak})
+                print(results[-1], flush=True)
+                if batch_size > 1:
+                    break  # the largest batch size that fits is the one reported besides batch size 1
+    if args.tiny:
+        print(json.dumps(results, indent=1))
+        return
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    body = ["## GPU: LLaDA-8B (bf16) + whisper-large-v3 shapes, random weights\n", header(name),
+            f"- {len(waves)} synthetic utterances, {audio_seconds:.0f} s of audio (mean {np.mean(durations):.1f} s, "
+            f"max {max(durations):.1f} s); gen_length 128; sorted by duration then batched\n",
+            "| decoding | exact? | batch | RTFx | peak GiB | reference RTFx | target RTFx |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        preset = r["variant"].split(" ")[0]
+        ref = REFERENCE_RTFX.get(preset, "") if r["exact"] else ""
+        target = TARGET_RTFX.get(preset, "") if r["exact"] else ""
+        body.append(f"| {r['variant']} | {'yes' if r['exact'] else 'approx. (random weights: unrepresentative)'} | "
+                    f"{r['batch_size']} | {r['rtfx']:.1f} | {r['peak_gib']:.1f} | {ref} | {target} |")
+    write_section("gpu", "\n".join(body))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    cpu = sub.add_parser("cpu", help="demo model vs Whisper tiny.en on CPU")
+    cpu.add_argument("--model", default=str(ROOT / "demo" / "model"))
+    cpu.add_argument("--data", default=str(ROOT / "demo" / "audio" / "manifest.jsonl"))
+    cpu.add_argument("--whisper", default=str(ROOT.parent / "shared" / "models" / "whisper-tiny.en"))
+    cpu.add_argument("--batch_size", type=int, default=1)
+    cpu.add_argument("--threads", type=int, default=2)
+    gpu = sub.add_parser("gpu", help="real shapes with random weights on a GPU")
+    gpu.add_argument("--device", default="cuda")
+    gpu.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64, 32, 16],
+                     help="1 first, then candidates from large to small: the first that fits is reported")
+    gpu.add_argument("--num_utterances", type=int, default=128)
+    gpu.add_argument("--tiny", action="store_true", help="small shapes, print only (smoke test)")
+    args = parser.parse_args(argv)
+    run_cpu(args) if args.part == "cpu" else run_gpu(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

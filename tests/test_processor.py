@@ -1,0 +1,212 @@
+"""WhisperLladaProcessor: the chat prompt against LLaDA's official template, training labels, transcript decoding and
+the audio input checks. Uses Whisper tiny.en's tokenizer (with LLaDA's special tokens) and feature extractor from
+../shared; skips cleanly without it."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LLADA_META, WHISPER_TINY, needs_shared
+
+pytestmark = needs_shared(WHISPER_TINY)
+
+SPEECH = "<|speech|>"
+
+
+@pytest.fixture(scope="module")
+def processor():
+    from transformers import WhisperFeatureExtractor
+
+    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
+
+    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
+    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
+
+
+def tone(seconds: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. The chat prompt
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@needs_shared(LLADA_META)
+def test_prompt_ids_match_official_chat_template(processor):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from processing_whisper_llada import LLADA_CHAT_TEMPLATE
+
+    official = json.loads((LLADA_META / "tokenizer_config.json").read_text())
+    assert LLADA_CHAT_TEMPLATE == official["chat_template"]
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)  # as transformers renders it
+    rendered = environment.from_string(official["chat_template"]).render(
+        messages=[{"role": "user", "content": "transcribe the following speech to text:" + SPEECH}],
+        bos_token=official["bos_token"],
+        add_generation_prompt=True,
+    )
+    assert rendered == (
+        "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\ntranscribe the following speech to text:"
+        "<|speech|><|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    prefix, suffix = processor.prompt_ids()
+    tokenizer = processor.tokenizer
+    assert tokenizer.decode(prefix) + SPEECH + tokenizer.decode(suffix) == rendered
+
+
+def test_prompt_ids_structure(processor):
+    tokenizer = processor.tokenizer
+    prefix, suffix = processor.prompt_ids()
+    assert prefix[0] == tokenizer.bos_token_id == tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    assert prefix[1] == tokenizer.convert_tokens_to_ids("<|start_header_id|>")
+    assert tokenizer.decode(prefix[1:]) == "<|start_header_id|>user<|end_header_id|>\n\n" + processor.prompt
+    assert suffix[0] == processor.eot_token_id == tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert suffix[1] == tokenizer.convert_tokens_to_ids("<|start_header_id|>")
+    assert tokenizer.decode(suffix[1:]) == "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    # special tokens are single ids, distinct from each other and from EOS
+    specials = [processor.mask_token_id, processor.eot_token_id, processor.eos_token_id, tokenizer.bos_token_id]
+    assert None not in specials and len(set(specials)) == 4
+    # a custom prompt replaces the instruction only
+    other_prefix, other_suffix = processor.prompt_ids("write down what is said:")
+    assert other_suffix == suffix and tokenizer.decode(other_prefix).endswith("user<|end_header_id|>\n\nwrite down what is said:")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 6. Labels and decoding
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_labels_are_transcript_plus_eos_padded_with_eos(processor):
+    tokenizer, eos = processor.tokenizer, processor.eos_token_id
+    texts = ["HELLO WORLD THIS IS A TEST", "YES"]
+    labels = processor(text=texts)["labels"]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(len(i) for i in ids) + 1
+    assert labels.dtype == torch.long and labels.shape == (2, width)
+    for row, row_ids in zip(labels.tolist(), ids):
+        assert row == row_ids + [eos] * (width - len(row_ids))
+    assert processor.batch_decode(labels) == texts
+    # surrounding whitespace is stripped; a single string gives a batch of one
+    assert processor(text="  YES ")["labels"].tolist() == [ids[1] + [eos]]
+    # max_label_length pads (or truncates) to a fixed width
+    assert processor(text=texts, max_label_length=12)["labels"].shape == (2, 12)
+
+
+def test_batch_decode_cuts_at_eos_and_drops_special_ids(processor):
+    tokenizer = processor.tokenizer
+    mask, eos, eot = processor.mask_token_id, processor.eos_token_id, processor.eot_token_id
+    hello = tokenizer("HELLO", add_special_tokens=False)["input_ids"]
+    world = tokenizer(" WORLD", add_special_tokens=False)["input_ids"]
+    rows = [
+        hello + world + [eos] + hello + [eos],  # cut at the first EOS
+        [mask] + hello + [mask] + world + [mask],  # masks dropped
+        hello + [eot] + world,  # cut at EOT
+        [eos] * 4,  # nothing
+    ]
+    width = max(len(r) for r in rows)
+    padded = torch.tensor([r + [eos] * (width - len(r)) for r in rows])
+    assert processor.batch_decode(padded) == ["HELLO WORLD", "HELLO WORLD", "HELLO", ""]
+    assert processor.decode(torch.tensor(rows[1])) == "HELLO WORLD"
+    assert processor.decode(rows[0]) == "HELLO WORLD"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 7. Audio inputs: accepted forms and one clear error per bad input
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_features_and_attention_mask(processor):
+    out = processor(audio=[tone(1.0), tone(2.5)], sampling_rate=16000)
+    assert out["input_features"].shape == (2, 80, 3000) and out["input_features"].dtype == torch.float32
+    assert out["attention_mask"].sum(-1).tolist() == [100, 250]
+
+
+def test_stereo_is_downmixed(processor):
+    mono = tone(1.0)
+    reference = processor(audio=mono, sampling_rate=16000)["input_features"]
+    stereo = np.stack([mono * 0.5, mono * 1.5])  # mean = mono
+    for item in ([stereo], [stereo.T.copy()], {"raw": stereo, "sampling_rate": 16000}):
+        features = processor(audio=item, sampling_rate=16000)["input_features"]
+        assert features.shape == reference.shape
+        assert torch.allclose(features, reference, atol=1e-5)
+
+
+def test_8khz_input_is_resampled(processor):
+    audio_8k = tone(2.0, rate=8000)
+    out = processor(audio=audio_8k, sampling_rate=8000)
+    assert int(out["attention_mask"].sum()) == 200  # 2 s at 100 mel frames/s, i.e. resampled to 32000 samples
+    as_dict = processor(audio={"raw": audio_8k, "sampling_rate": 8000})
+    assert torch.equal(as_dict["input_features"], out["input_features"])
+    reference = processor(audio=tone(2.0), sampling_rate=16000)
+    assert (out["input_features"][..., :198] - reference["input_features"][..., :198]).abs().mean() < 0.05
+
+
+def test_integer_pcm_is_scaled(processor):
+    audio = tone(1.0)
+    pcm = (audio * np.iinfo(np.int16).max).astype(np.int16)
+    features = processor(audio=pcm, sampling_rate=16000)["input_features"]
+    reference = processor(audio=audio, sampling_rate=16000)["input_features"]
+    assert (features - reference).abs().mean() < 1e-3  # int16 quantisation only
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (np.zeros(0, dtype=np.float32), "is empty"),
+        (np.full(16000, np.nan, dtype=np.float32), "is all NaN"),
+        (np.where(np.arange(16000) == 5, np.nan, 0.1).astype(np.float32), "contains NaN samples"),
+        (np.zeros(30 * 16000 + 1, dtype=np.float32), "30.0 s long; the Whisper encoder sees at most 30 s"),
+        (np.zeros(16000, dtype=np.complex64), "must be a float (or integer PCM) waveform, got dtype complex64"),
+        ([np.array(["a", "b", "c"])], "must be a float (or integer PCM) waveform, got dtype <U1"),
+        ({"raw": np.zeros((2, 2, 16000), dtype=np.float32), "sampling_rate": 16000},
+         "must be 1-D (mono) or 2-D (multi-channel), got shape (2, 2, 16000)"),
+        ([np.zeros((1, 2, 16000), dtype=np.float32)], "must be 1-D (mono) or 2-D (multi-channel)"),
+        (b"this is not an audio file", "Could not read audio <bytes>"),
+        ({"bytes": b"RIFF....WAVEfmt garbage"}, "Could not read audio <bytes>"),
+        ({"raw": np.zeros(10, dtype=np.float32)}, "needs 'raw' (or 'array') and 'sampling_rate'"),
+    ],
+    ids=["empty", "all-nan", "some-nan", "over-30s", "complex", "string", "3d-dict", "3d-list", "corrupt-bytes",
+         "corrupt-bytes-dict", "dict-without-rate"],
+)
+def test_bad_audio_raises_one_clear_error(processor, audio, message):
+    from processing_whisper_llada import AudioInputError
+
+    with pytest.raises(AudioInputError, match=re.escape(message)):
+        processor(audio=audio, sampling_rate=16000)
+
+
+def test_missing_and_corrupt_files_name_the_path(processor, tmp_path):
+    from processing_whisper_llada import AudioInputError
+
+    missing = tmp_path / "missing" / "clip.flac"
+    with pytest.raises(AudioInputError, match=re.escape(f"Audio file not found: {missing}")):
+        processor(audio=str(missing))
+    with pytest.raises(AudioInputError, match=re.escape(f"Audio file not found: {missing}")):
+        processor(audio=missing)  # a Path works too
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + b"\x00" * 64)
+    with pytest.raises(AudioInputError, match=re.escape(f"Could not read audio {corrupt}")):
+        processor(audio=str(corrupt))
+
+
+def test_long_item_in_batch_is_named(processor):
+    from processing_whisper_llada import AudioInputError
+
+    with pytest.raises(AudioInputError, match=r"Audio item 1 is 31\.0 s long"):
+        processor(audio=[tone(1.0), tone(31.0)], sampling_rate=16000)
+
+
+@pytest.mark.parametrize("text", ["", "   ", ["OK", ""], [None]])
+def test_empty_transcript_raises(processor, text):
+    with pytest.raises(ValueError, match=r"Transcript \d is empty or not a string"):
+        processor(text=text)
+
+
+def test_needs_audio_or_text(processor):
+    with pytest.raises(ValueError, match="needs `audio` and/or `text`"):
+        processor()

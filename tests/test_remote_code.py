@@ -1,0 +1,413 @@
+"""The shipped package as remote code: save -> load with the Auto classes and `pipeline(...)` in a clean process, the
+ASR pipeline's input forms and generate kwargs, `push_to_hub` with the upload stubbed, and trainable-only checkpoints.
+
+Everything runs on CPU with tiny random models; the real Whisper tokenizer / feature extractor (and, for some tests,
+the Whisper encoder and a LibriSpeech clip) come from ../shared and the tests skip cleanly without it."""
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LIBRISPEECH, ROOT, WHISPER_TINY, needs_shared, tiny_config, tiny_decoder_config
+
+pytestmark = needs_shared(WHISPER_TINY)
+
+PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_processor():
+    from transformers import WhisperFeatureExtractor
+
+    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
+
+    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
+    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
+
+
+def decoder_config_for(processor, **overrides):
+    """A tiny LLaDA decoder config whose vocabulary and special ids are the processor's tokenizer's."""
+    vocab = len(processor.tokenizer)
+    values = dict(vocab_size=vocab, embedding_size=vocab, mask_token_id=processor.mask_token_id,
+                  eos_token_id=processor.eos_token_id, pad_token_id=processor.eos_token_id,
+                  bos_token_id=processor.tokenizer.bos_token_id)
+    values.update(overrides)
+    return tiny_decoder_config(**values)
+
+
+def make_tiny_asr_model(processor):
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
+                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
+                         eot_token_id=processor.eot_token_id, gen_length=16, steps=4)
+    torch.manual_seed(0)
+    return WhisperLladaForConditionalGeneration(config).eval()
+
+
+def synthetic_speech(seconds: float = 2.0, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 1.5 * t) + 0.01 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
+
+
+def first_librispeech_flac() -> Path:
+    import soundfile
+
+    for path in sorted(LIBRISPEECH.glob("*/*/*.flac")):
+        if soundfile.info(str(path)).duration <= 20:
+            return path
+    pytest.skip(f"no LibriSpeech clip of at most 20 s under {LIBRISPEECH}")
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return make_processor()
+
+
+@pytest.fixture(scope="module")
+def model(processor):
+    return make_tiny_asr_model(processor)
+
+
+@pytest.fixture(scope="module")
+def saved_dir(tmp_path_factory, model, processor):
+    directory = tmp_path_factory.mktemp("whisper-llada-tiny")
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def make_pipeline(model, processor):
+    from transformers import pipeline
+
+    from modeling_whisper_llada import WhisperLladaASRPipeline
+
+    return pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
+                    feature_extractor=processor.feature_extractor, pipeline_class=WhisperLladaASRPipeline)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 1. save_pretrained -> Auto classes and pipeline() in a fresh process without the repository on the path
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_saved_directory_layout(saved_dir):
+    files = set(os.listdir(saved_dir))
+    assert PACKAGE_FILES <= files
+    assert {"config.json", "generation_config.json", "model.safetensors", "processor_config.json",
+            "tokenizer.json", "tokenizer_config.json"} <= files
+    config = json.loads((saved_dir / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_whisper_llada.WhisperLladaConfig",
+        "AutoModel": "modeling_whisper_llada.WhisperLladaForConditionalGeneration",
+        "AutoModelForSpeechSeq2Seq": "modeling_whisper_llada.WhisperLladaForConditionalGeneration",
+        "AutoProcessor": "processing_whisper_llada.WhisperLladaProcessor",
+    }
+    asr = config["custom_pipelines"]["automatic-speech-recognition"]
+    assert asr["impl"] == "modeling_whisper_llada.WhisperLladaASRPipeline"
+    assert asr["pt"] == ["AutoModelForSpeechSeq2Seq"]
+    processor_config = json.loads((saved_dir / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_whisper_llada.WhisperLladaProcessor"
+    # The copied code is the repository's (no stale copy).
+    for name in PACKAGE_FILES:
+        assert (saved_dir / name).read_text() == (ROOT / name).read_text()
+
+
+CHILD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    model_dir, inputs_file = sys.argv[1], sys.argv[2]
+    try:
+        import modeling_whisper_llada  # noqa: F401
+        repo_importable = True
+    except ImportError:
+        repo_importable = False
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor, pipeline
+
+    inputs = torch.load(inputs_file)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    s2s = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    features = processor(audio=inputs["audio"].numpy(), sampling_rate=16000)
+    asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
+    result = {
+        "repo_importable": repo_importable,
+        "classes": [type(config).__name__, type(model).__name__, type(s2s).__name__, type(processor).__name__,
+                    type(asr).__name__, type(asr.model).__name__],
+        "ids_model": model.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
+        "ids_s2s": s2s.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
+        "features_equal": bool(torch.equal(features["input_features"], inputs["input_features"])
+                               and torch.equal(features["attention_mask"], inputs["attention_mask"])),
+        "pipeline": asr(inputs["audio"].numpy()),
+    }
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor, tmp_path):
+    audio = synthetic_speech()
+    features = processor(audio=audio, sampling_rate=16000)
+    expected_ids = model.generate(features["input_features"], features["attention_mask"], temperature=0.0)
+    expected_text = processor.batch_decode(expected_ids)[0]
+    inputs_file = tmp_path / "inputs.pt"
+    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
+               inputs_file)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, str(saved_dir), str(inputs_file)], cwd=elsewhere,
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    result = json.loads(lines[-1][len("RESULT "):])
+
+    assert result["repo_importable"] is False, "the child process must not see the repository's modules"
+    assert result["classes"] == ["WhisperLladaConfig", "WhisperLladaForConditionalGeneration",
+                                 "WhisperLladaForConditionalGeneration", "WhisperLladaProcessor",
+                                 "WhisperLladaASRPipeline", "WhisperLladaForConditionalGeneration"]
+    assert result["features_equal"]
+    assert result["ids_model"] == expected_ids.tolist()
+    assert result["ids_s2s"] == expected_ids.tolist()
+    assert set(result["pipeline"]) == {"text"} and isinstance(result["pipeline"]["text"], str)
+    assert result["pipeline"]["text"] == expected_text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2. Pipeline input forms and generate kwargs (in process, pipeline_class=...)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recording_pipeline(model, processor, monkeypatch):
+    """The pipeline with `model.generate` wrapped to record its keyword arguments and returned ids."""
+    calls = []
+    original = type(model).generate
+
+    def generate(self, *args, **kwargs):
+        ids = original(self, *args, **kwargs)
+        calls.append({**kwargs, "ids": ids})
+        return ids
+
+    monkeypatch.setattr(type(model), "generate", generate)
+    return make_pipeline(model, processor), calls
+
+
+@needs_shared(LIBRISPEECH)
+def test_pipeline_input_forms(recording_pipeline):
+    import soundfile
+    import soxr
+
+    asr, calls = recording_pipeline
+    path = first_librispeech_flac()
+    audio, rate = soundfile.read(str(path), dtype="float32")
+    assert rate == 16000 and audio.ndim == 1
+
+    from_path = asr(str(path))
+    from_array = asr(audio)
+    assert set(from_path) == {"text"} and isinstance(from_path["text"], str)
+    assert from_array == from_path
+    assert torch.equal(calls[0]["input_features"], calls[1]["input_features"])
+    frames_16k = int(calls[0]["attention_mask"].sum())
+    assert frames_16k == len(audio) // 160
+
+    # 8 kHz: resampled to 16 kHz, same duration.
+    audio_8k = soxr.resample(audio, 16000, 8000)
+    out = asr({"raw": audio_8k, "sampling_rate": 8000})
+    assert isinstance(out["text"], str)
+    assert abs(int(calls[-1]["attention_mask"].sum()) - frames_16k) <= 1
+
+    # 44.1 kHz stereo (channels, samples): downmixed and resampled; features close to the original's.
+    audio_44k = soxr.resample(audio, 16000, 44100)
+    stereo = np.stack([audio_44k, audio_44k])
+    out = asr({"raw": stereo, "sampling_rate": 44100})
+    assert isinstance(out["text"], str)
+    assert abs(int(calls[-1]["attention_mask"].sum()) - frames_16k) <= 1
+    valid = slice(0, frames_16k - 2)
+    difference = (calls[-1]["input_features"][..., valid] - calls[0]["input_features"][..., valid]).abs().mean()
+    assert difference < 0.02, difference
+
+    # "array" is accepted as well as "raw"; (samples, channels) layout too.
+    asr({"array": stereo.T.copy(), "sampling_rate": 44100})
+    assert torch.allclose(calls[-1]["input_features"], calls[-2]["input_features"])
+
+    # raw bytes of the file
+    assert asr(path.read_bytes()) == from_path
+
+
+def test_pipeline_passes_generate_kwargs(recording_pipeline, processor):
+    asr, calls = recording_pipeline
+    audio = synthetic_speech(1.0)
+
+    text = asr(audio, generate_kwargs={"decoding": "A"})["text"]
+    assert calls[-1]["decoding"] == "A"
+    assert text == processor.batch_decode(calls[-1]["ids"])[0]
+    for block_length in (16, 8):
+        text = asr(audio, generate_kwargs={"steps": 4, "block_length": block_length})["text"]
+        assert calls[-1]["steps"] == 4 and calls[-1]["block_length"] == block_length
+        assert text == processor.batch_decode(calls[-1]["ids"])[0]
+    asr(audio, decoding="A")  # top-level decoding kwargs are forwarded too
+    assert calls[-1]["decoding"] == "A"
+    for kwargs in calls:  # nothing beam-search-like is injected
+        assert kwargs.get("num_beams", 1) == 1 and "max_new_tokens" not in kwargs
+
+
+def test_pipeline_rejects_bad_audio(model, processor, tmp_path):
+    from processing_whisper_llada import AudioInputError
+
+    asr = make_pipeline(model, processor)
+    missing = tmp_path / "nope.flac"
+    with pytest.raises(AudioInputError, match=f"Audio file not found: {missing}"):
+        asr(str(missing))
+    with pytest.raises(ValueError, match="at most 30 s"):
+        asr(np.zeros(31 * 16000, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 3. push_to_hub with the upload stubbed
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class FakeHubApi:
+    """Stands in for `transformers.utils.hub.hf_api()`: records repos and the files of each commit."""
+
+    def __init__(self):
+        self.repos, self.commits = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.repos.append(repo_id)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_branch(self, **kwargs):
+        raise AssertionError("no branch should be created")
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {}
+        for op in operations:
+            source = op.path_or_fileobj
+            assert os.path.isfile(source), source
+            files[op.path_in_repo] = os.path.getsize(source)
+        self.commits.append((repo_id, files))
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def test_push_to_hub_uploads_what_save_pretrained_writes(model, processor, saved_dir, monkeypatch):
+    import transformers.modeling_utils
+    import transformers.utils.hub as hub
+
+    api = FakeHubApi()
+    monkeypatch.setattr(hub, "hf_api", lambda: api)
+    monkeypatch.setattr(transformers.modeling_utils, "hf_api", lambda: api)
+
+    class FakeCard:
+        def save(self, path):
+            Path(path).write_text("---\nlibrary_name: transformers\n---\n")
+
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *args, **kwargs: FakeCard())
+    attempts = []
+
+    def no_network(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"network access attempted: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+
+    model.push_to_hub("someone/whisper-llada-tiny")
+    processor.push_to_hub("someone/whisper-llada-tiny")
+
+    assert attempts == []
+    assert api.repos == ["someone/whisper-llada-tiny"] * 2
+    (_, model_files), (_, processor_files) = api.commits
+    saved = set(os.listdir(saved_dir))
+    assert set(model_files) | set(processor_files) == saved | {"README.md"}
+    assert PACKAGE_FILES | {"config.json", "generation_config.json", "model.safetensors", "README.md"} <= set(model_files)
+    assert {"processing_whisper_llada.py", "processor_config.json", "tokenizer.json", "README.md"} <= set(processor_files)
+    assert model_files["model.safetensors"] == os.path.getsize(saved_dir / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 4. Trainable-weights-only checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
+    from safetensors.torch import load_file
+
+    from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+
+    torch.manual_seed(0)
+    decoder_dir = tmp_path / "tiny-llada"
+    LladaForMaskedDiffusion(decoder_config_for(processor)).save_pretrained(decoder_dir)
+
+    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
+        WHISPER_TINY, decoder_dir, processor=processor, projector_hidden_sizes=[32, 16, 32], gen_length=16, steps=4
+    ).eval()
+    assert model.config.checkpoint_weights == "trainable"
+    assert model.config.encoder_name_or_path == str(WHISPER_TINY)
+    assert model.config.decoder_name_or_path == str(decoder_dir)
+    assert model.config.prompt_prefix_ids == processor.prompt_ids()[0]
+    with torch.no_grad():  # a non-trivial projector, so that a reload that kept fresh weights would show
+        for parameter in model.projector.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    weights = load_file(checkpoint / "model.safetensors")
+    assert weights and all(name.startswith("projector.") for name in weights)
+    assert set(weights) == {name for name, _ in model.projector.named_parameters(prefix="projector")}
+    size = (checkpoint / "model.safetensors").stat().st_size
+    assert size < 1_000_000 and size < (decoder_dir / "model.safetensors").stat().st_size / 10
+    assert PACKAGE_FILES <= set(os.listdir(checkpoint))
+
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
+    assert reloaded.config.checkpoint_weights == "trainable"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    features = processor(audio=synthetic_speech(), sampling_rate=16000)
+    expected = model.generate(features["input_features"], features["attention_mask"])
+    assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]), expected)
+
+
+def test_generation_config_survives_save(model, tmp_path):
+    """`temperature` cannot live in config.json under transformers 5: it is kept in generation_config.json."""
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    original = model.generation_config
+    model.generation_config = copy.deepcopy(original)
+    model.generation_config.steps = 2
+    model.generation_config.temperature = 0.5
+    model.generation_config.do_sample = True  # GenerationConfig refuses to save a temperature without it
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.generation_config = original
+    assert model.config.temperature == 0.0  # restored on the live config
+    assert "temperature" not in json.loads((tmp_path / "config.json").read_text())
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path)
+    settings = reloaded.decoding_settings()
+    assert (settings.steps, settings.temperature) == (2, 0.5)
