@@ -33,47 +33,69 @@ class AudioInputError(ValueError):
 
 
 def load_audio(source: Any, sampling_rate: int = 16000) -> np.ndarray:
-    """Returns mono float32 audio at `sampling_rate` from a path, raw bytes, a numpy array (assumed to be at
-    `sampling_rate`), or a dict `{"raw" | "array": ndarray, "sampling_rate": int}` / `{"bytes", "path"}`."""
-    name = "<array>"
-    rate = sampling_rate
+    """Returns mono float32 audio at `sampling_rate` from a path, raw bytes, a numpy array / tensor (assumed to be at
+    `sampling_rate`), or a dict: `{"raw" | "array": ndarray, "sampling_rate": int}` or `{"bytes", "path"}` (the
+    `datasets` `Audio(decode=False)` form). Raises `AudioInputError` naming the source and what was wrong."""
+    name, rate = "<array>", sampling_rate
     if isinstance(source, dict):
-        if source.get("bytes") is not None or (source.get("path") and "array" not in source and "raw" not in source):
-            name = source.get("path") or "<bytes>"
-            source = source.get("bytes") or source["path"]
-        else:
-            array = source.get("raw", source.get("array"))
-            if array is None or "sampling_rate" not in source:
+        if "raw" in source or "array" in source:
+            if "sampling_rate" not in source:
                 raise AudioInputError(
-                    "An audio dict needs 'raw' (or 'array') and 'sampling_rate', or 'bytes'/'path'; "
-                    f"got keys {sorted(source)}."
+                    f"An audio dict needs 'raw' (or 'array') and 'sampling_rate', or 'bytes'/'path'; got keys {sorted(source)}."
                 )
-            source, rate = array, int(source["sampling_rate"])
+            source, rate = source.get("raw", source.get("array")), int(source["sampling_rate"])
+        elif source.get("bytes") is not None:
+            name, source = source.get("path") or "<bytes>", source["bytes"]
+        elif source.get("path"):
+            source = source["path"]
+        else:
+            raise AudioInputError(f"Audio <audio dict> has neither samples nor bytes nor a path: keys {sorted(source)}.")
     if isinstance(source, (str, os.PathLike, bytes, bytearray)):
-        import soundfile
-
-        name = str(source) if not isinstance(source, (bytes, bytearray)) else name if name != "<array>" else "<bytes>"
-        if not isinstance(source, (bytes, bytearray)) and not os.path.isfile(source):
-            raise AudioInputError(f"Audio file not found: {source}")
-        try:
-            data, rate = soundfile.read(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source,
-                                        dtype="float32", always_2d=True)
-        except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
-            raise AudioInputError(f"Could not read audio {name}: {error}") from error
-        audio = data.mean(axis=1)
-    else:
+        audio, rate, name = _read_audio_file(source, name)
+    elif isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
         audio = _as_mono(source, name)
+    else:
+        raise TypeError(f"Audio must be a path, bytes, an array or an audio dict, got {type(source).__name__}.")
     if audio.size == 0:
         raise AudioInputError(f"Audio {name} is empty.")
     if np.isnan(audio).all():
-        raise AudioInputError(f"Audio {name} is all NaN.")
-    if np.isnan(audio).any():
-        raise AudioInputError(f"Audio {name} contains NaN samples.")
+        raise AudioInputError(f"Audio {name}: all {audio.size} samples are NaN.")
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise AudioInputError(f"Audio {name}: {bad} of {audio.size} samples are NaN or infinite.")
+    if rate <= 0:
+        raise AudioInputError(f"Audio {name}: invalid sampling rate {rate}.")
     if rate != sampling_rate:
         import soxr
 
         audio = soxr.resample(audio, rate, sampling_rate, quality="HQ")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_audio_file(source, name: str) -> tuple[np.ndarray, int, str]:
+    """Decodes a file path or encoded bytes with soundfile; multi-channel audio is averaged to mono."""
+    import soundfile
+
+    if isinstance(source, (bytes, bytearray)):
+        name = "<bytes>" if name == "<array>" else name
+        if len(source) == 0:
+            raise AudioInputError(f"Audio {name} is empty (0 bytes).")
+        handle = io.BytesIO(source)
+    else:
+        name = str(source)
+        if not os.path.exists(source):
+            raise AudioInputError(f"Audio file not found: {source}")
+        if os.path.isdir(source):
+            raise AudioInputError(f"Audio path {source} is a directory, not an audio file.")
+        if os.path.getsize(source) == 0:
+            raise AudioInputError(f"Audio file {source} is empty (0 bytes).")
+        handle = source
+    try:
+        data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
+        detail = str(error).split(": ")[-1] if isinstance(source, (bytes, bytearray)) else str(error)
+        raise AudioInputError(f"Could not read audio {name}: unreadable or corrupt ({detail}).") from error
+    return data.mean(axis=1), rate, name
 
 
 def _as_mono(array: Any, name: str) -> np.ndarray:

@@ -49,7 +49,9 @@ from typing import Any, Optional, TypedDict, Union
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from processing_whisper_llada import AudioInputError
+from processing_whisper_llada import load_audio as _load_audio
 
 logger = logging.getLogger("whisper_llada_data")
 
@@ -222,51 +224,10 @@ def load_audio(source: AudioSource, sampling_rate: int = DEFAULT_SAMPLING_RATE) 
             (``"<bytes>"`` for raw bytes, ``"<array>"`` for arrays).
         TypeError: ``source`` is none of the kinds above.
     """
-    name = describe_source(source)
-    array_and_rate = _source_array(source)
-    if array_and_rate is not None:
-        samples, rate = array_and_rate
-        waveform = _to_mono_float32(samples, name, channels_last=False)
-    else:
-        encoded = _source_bytes(source)
-        path = source_path(source)
-        if encoded is not None:
-            if not encoded:
-                raise AudioLoadError(f"{name}: empty audio (0 bytes)")
-            data, rate = _read_with_soundfile(io.BytesIO(encoded), name)
-        elif path is not None:
-            if not os.path.exists(path):
-                raise AudioLoadError(f"{name}: audio file not found")
-            if os.path.isdir(path):
-                raise AudioLoadError(f"{name}: is a directory, not an audio file")
-            if os.path.getsize(path) == 0:
-                raise AudioLoadError(f"{name}: empty audio file (0 bytes)")
-            data, rate = _read_with_soundfile(path, name)
-        elif isinstance(source, Mapping):
-            raise AudioLoadError(
-                f"{name}: audio dict has neither 'bytes'/'path' nor 'array'/'raw' "
-                f"(keys: {sorted(source)})"
-            )
-        else:
-            raise TypeError(
-                f"unsupported audio source type {type(source).__name__}: expected a path, bytes, "
-                "a {'bytes', 'path'} dict or an {'array', 'sampling_rate'} dict"
-            )
-        waveform = _to_mono_float32(data, name, channels_last=True)
-
-    if waveform.size == 0:
-        raise AudioLoadError(f"{name}: empty audio (0 samples)")
-    if rate <= 0:
-        raise AudioLoadError(f"{name}: invalid sampling rate {rate}")
-    finite = np.isfinite(waveform)
-    if not finite.all():
-        if not finite.any() and np.isnan(waveform).all():
-            raise AudioLoadError(f"{name}: all {waveform.size} samples are NaN")
-        bad = int(waveform.size - finite.sum())
-        raise AudioLoadError(f"{name}: {bad} of {waveform.size} samples are NaN or infinite")
-    if rate != sampling_rate:
-        waveform = soxr.resample(waveform, rate, sampling_rate, quality="HQ")
-    return np.ascontiguousarray(waveform, dtype=np.float32)
+    try:
+        return _load_audio(source, sampling_rate)
+    except AudioInputError as error:
+        raise AudioLoadError(str(error)) from error
 
 
 def audio_duration(source: AudioSource) -> float:

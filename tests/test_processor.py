@@ -158,8 +158,8 @@ def test_integer_pcm_is_scaled(processor):
     "audio, message",
     [
         (np.zeros(0, dtype=np.float32), "is empty"),
-        (np.full(16000, np.nan, dtype=np.float32), "is all NaN"),
-        (np.where(np.arange(16000) == 5, np.nan, 0.1).astype(np.float32), "contains NaN samples"),
+        (np.full(16000, np.nan, dtype=np.float32), "all 16000 samples are NaN"),
+        (np.where(np.arange(16000) == 5, np.nan, 0.1).astype(np.float32), "1 of 16000 samples are NaN or infinite"),
         (np.zeros(30 * 16000 + 1, dtype=np.float32), "30.0 s long; the Whisper encoder sees at most 30 s"),
         (np.zeros(16000, dtype=np.complex64), "must be a float (or integer PCM) waveform, got dtype complex64"),
         ([np.array(["a", "b", "c"])], "must be a float (or integer PCM) waveform, got dtype <U1"),
