@@ -9,6 +9,9 @@ Data flow (classes below appear in this order):
           -> LLaDA mask predictor (frozen)    [prefix] + [MASK] x gen_length -> logits
           -> low-confidence remasking sampler (`generate`)
 
+With `config.decoder_type == "causal"` the decoder is an autoregressive `AutoModelForCausalLM` (the AR-LLM baseline):
+the same speech prefix, next-token cross-entropy in `forward`, transformers' greedy / beam-search `generate`.
+
 The LLaDA decoder is implemented here (the official remote code does not load under transformers 5); its parameter
 names are the official checkpoint names (`model.transformer.blocks.{i}.q_proj.weight`, ...), so an official LLaDA
 checkpoint directory loads with `LladaForMaskedDiffusion.from_pretrained`.
@@ -17,7 +20,6 @@ checkpoint directory loads with `LladaForMaskedDiffusion.from_pretrained`.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, Pipeline, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
 
@@ -310,7 +311,7 @@ class WhisperLladaProjector(nn.Module):
                 layers.append(nn.LayerNorm(hidden))
             layers.append(act())
             in_size = hidden
-        layers.append(nn.Linear(in_size, config.decoder_config.d_model))
+        layers.append(nn.Linear(in_size, config.decoder_config.hidden_size))
         self.mlp = nn.Sequential(*layers)
 
     def downsample(self, frames: torch.Tensor) -> torch.Tensor:
@@ -389,7 +390,11 @@ class WhisperLladaPreTrainedModel(PreTrainedModel):
 
 class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     """Whisper encoder (frozen) -> projector (trainable) -> LLaDA decoder (frozen), with the LLaDA SFT
-    masked-diffusion loss in `forward` and LLaDA's low-confidence remasking sampler in `generate`."""
+    masked-diffusion loss in `forward` and LLaDA's low-confidence remasking sampler in `generate`.
+
+    With `config.decoder_type == "causal"` the decoder is a causal LM (`AutoModelForCausalLM`): `forward` computes
+    next-token cross-entropy on the answer (`_causal_loss`) and `generate` is transformers' greedy / beam search with a
+    KV cache (`_causal_generate`)."""
 
     accepts_loss_kwargs = False
 
@@ -397,7 +402,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         self,
         config: WhisperLladaConfig,
         encoder: WhisperEncoder | None = None,
-        decoder: LladaForMaskedDiffusion | None = None,
+        decoder: LladaForMaskedDiffusion | PreTrainedModel | None = None,
     ):
         super().__init__(config)
         # A sub-config taken from a loaded model (e.g. `WhisperModel.from_pretrained(...).config`) comes back from
@@ -409,7 +414,10 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         if getattr(self.encoder.config, "_attn_implementation", None) in (None, "eager"):
             self.encoder.config._attn_implementation = "sdpa"  # composing the config resets it; SDPA is exact and faster
         self.projector = WhisperLladaProjector(config)
-        self.decoder = decoder if decoder is not None else LladaForMaskedDiffusion(config.decoder_config)
+        if decoder is None:
+            decoder = (AutoModelForCausalLM.from_config(config.decoder_config) if config.decoder_type == "causal"
+                       else LladaForMaskedDiffusion(config.decoder_config))
+        self.decoder = decoder
         self.post_init()
         self.freeze_base_models()
         self.generation_config = self._default_generation_config()
@@ -454,19 +462,26 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         **config_kwargs: Any,
     ) -> "WhisperLladaForConditionalGeneration":
         """Builds the model from a Whisper checkpoint (Hub id or dir; encoder weights only) and a LLaDA checkpoint
-        (Hub id or dir with the official key names). The projector is freshly initialised.
+        (Hub id or dir with the official key names) or, with `decoder_type="causal"`, any causal-LM checkpoint
+        (`AutoModelForCausalLM`, e.g. meta-llama/Meta-Llama-3-8B-Instruct). The projector is freshly initialised.
 
-        If `processor` (a `WhisperLladaProcessor`) is given, the chat-prompt token ids are taken from it."""
+        If `processor` (a `WhisperLladaProcessor`) is given, the chat-prompt token ids are taken from it (for a causal
+        decoder also EOS / <|eot_id|>)."""
         from transformers import WhisperModel
 
         whisper = WhisperModel.from_pretrained(encoder_name_or_path, dtype=dtype or torch.float32)
         encoder = whisper.get_encoder()
-        decoder = LladaForMaskedDiffusion.from_pretrained(decoder_name_or_path, dtype=decoder_dtype or dtype or torch.float32)
+        decoder_type = config.decoder_type if config is not None else config_kwargs.get("decoder_type", "llada")
+        decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
+        decoder = decoder_class.from_pretrained(decoder_name_or_path, dtype=decoder_dtype or dtype or torch.float32)
         if config is None:
             if processor is not None:
                 prefix_ids, suffix_ids = processor.prompt_ids(config_kwargs.get("prompt"))
                 config_kwargs.setdefault("prompt_prefix_ids", prefix_ids)
                 config_kwargs.setdefault("prompt_suffix_ids", suffix_ids)
+                if decoder_type == "causal":
+                    config_kwargs.setdefault("eos_token_id", processor.eos_token_id)
+                    config_kwargs.setdefault("eot_token_id", processor.eot_token_id)
             config_kwargs.setdefault("checkpoint_weights", "trainable")
             config = WhisperLladaConfig(
                 encoder_config=whisper.config,
@@ -652,9 +667,9 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         if inputs_embeds is not None:
             if input_features is not None or encoder_outputs is not None:
                 raise ValueError("Pass either `input_features` (audio) or `inputs_embeds` (a built prefix), not both.")
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.decoder_config.d_model:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.decoder_config.hidden_size:
                 raise ValueError(
-                    f"inputs_embeds must have shape (batch, prefix_length, {self.config.decoder_config.d_model}), "
+                    f"inputs_embeds must have shape (batch, prefix_length, {self.config.decoder_config.hidden_size}), "
                     f"got {tuple(inputs_embeds.shape)}."
                 )
             mask = attention_mask if attention_mask is not None else torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
@@ -678,11 +693,14 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     ) -> WhisperLladaOutput:
         """LLaDA SFT masked-diffusion loss: per sample t ~ U(eps, 1), each answer token masked with probability t,
         cross-entropy on the masked tokens divided by t, normalised by the answer length and the batch size.
-        The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss."""
+        The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss.
+        A causal decoder gets next-token cross-entropy instead (`_causal_loss`)."""
         prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         if labels is None:
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
         labels = labels.to(prefix.device)
+        if self.config.decoder_type == "causal":
+            return self._causal_loss(prefix, prefix_mask, labels)
         batch, answer_len = labels.shape
         in_answer = labels != -100
         t = torch.rand(batch, 1, device=prefix.device)
@@ -697,6 +715,24 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         answer_lengths = in_answer.sum(-1, keepdim=True).clamp(min=1).expand_as(labels)
         weights = 1.0 / (p_mask.expand_as(labels)[masked] * answer_lengths[masked])
         loss = (token_loss * weights).sum() / batch
+        return WhisperLladaOutput(loss=loss, logits=out.logits)
+
+    def _causal_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor):
+        """Next-token cross-entropy (mean over answer tokens) for a causal decoder, teacher-forced on
+        [prefix] + answer[:-1]. Targets are the transcript and its first EOS; the prefix, the EOS padding after the
+        first EOS and -100 positions are not in the loss. Positions count real tokens only (as `generate` does)."""
+        eos = self.config.eos_token_id
+        in_answer = labels != -100
+        answer = labels.masked_fill(~in_answer, eos)
+        is_eos = answer == eos
+        after_first_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+        targets = labels.masked_fill(after_first_eos | ~in_answer, -100)
+        inputs = torch.cat((prefix, self.decoder.get_input_embeddings()(answer[:, :-1])), dim=1)
+        full_mask = torch.cat((prefix_mask, torch.ones_like(answer[:, :-1])), dim=1)
+        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.decoder(inputs_embeds=inputs, attention_mask=full_mask, position_ids=positions,
+                           logits_to_keep=answer.shape[1], use_cache=False)
+        loss = F.cross_entropy(out.logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         return WhisperLladaOutput(loss=loss, logits=out.logits)
 
     # -- generation --------------------------------------------------------------------------------------------------
@@ -774,7 +810,24 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         `decoding` picks a preset: "A" (1 step), "B" (8 steps), "C" (8 steps x 16 blocks); explicit `steps`,
         `gen_length`, `block_length` override it. At temperature 0 with the defaults the tokens are exactly those of
         LLaDA's reference sampler. `threshold`, `kv_cache` and `early_stop` are opt-in approximations (Fast-dLLM-style
-        parallel decoding and caching, stopping after EOS)."""
+        parallel decoding and caching, stopping after EOS).
+
+        A causal decoder (`config.decoder_type == "causal"`) decodes greedily (or with `num_beams`) up to `gen_length`
+        (or `max_new_tokens`) new tokens; the diffusion settings are rejected for it."""
+        if self.config.decoder_type == "causal":
+            diffusion = dict(decoding=decoding, steps=steps, block_length=block_length, remasking=remasking,
+                             threshold=threshold, kv_cache=kv_cache, early_stop=early_stop or None,
+                             temperature=temperature or None, generator=generator)
+            given = sorted(name for name, value in diffusion.items() if value is not None)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: masked-diffusion decoding settings do not apply to this model, whose decoder "
+                    "is causal (autoregressive); use gen_length (or max_new_tokens) and num_beams."
+                )
+            prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
+            max_new_tokens = unused.get("max_new_tokens") or gen_length or getattr(self.generation_config, "gen_length",
+                                                                                   self.config.gen_length)
+            return self._causal_generate(prefix, prefix_mask, max_new_tokens, unused.get("num_beams") or 1)
         if unused.get("num_beams", 1) not in (None, 1):
             raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")
         settings = self.decoding_settings(
@@ -790,6 +843,22 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         )
         prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         return self.diffusion_sample(prefix, prefix_mask, settings, generator=generator)
+
+    def _causal_generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_new_tokens: int,
+                         num_beams: int = 1) -> torch.LongTensor:
+        """transformers' generation on the left-padded prefix embeddings (greedy or beam search, KV cache); returns
+        the new token ids (B, T <= max_new_tokens), rows that stopped early padded with EOS."""
+        eos = self.config.eos_token_id
+        stop_ids = [eos] + [i for i in (self.config.eot_token_id,) if i is not None and i != eos]
+        return self.decoder.generate(
+            inputs_embeds=prefix,
+            attention_mask=prefix_mask,
+            max_new_tokens=int(max_new_tokens),
+            do_sample=False,
+            num_beams=int(num_beams),
+            eos_token_id=stop_ids,
+            pad_token_id=eos,
+        )
 
     def diffusion_sample(
         self,
@@ -874,8 +943,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         scores = scores.index_fill(-1, torch.tensor([self.config.mask_token_id], device=logits.device), -math.inf)
         predicted = scores.argmax(-1)
         if s.remasking == "low_confidence":
-            probs = torch.softmax(logits.to(torch.float64), dim=-1)
-            confidence = probs.gather(-1, predicted[..., None]).squeeze(-1)
+            confidence = _argmax_probability(logits, predicted)
         else:
             confidence = torch.rand(predicted.shape, dtype=torch.float64, device=logits.device, generator=generator)
         return predicted, confidence
@@ -929,6 +997,17 @@ def _merge_lora_weights(model: nn.Module, weights: dict[str, torch.Tensor], lora
             else:
                 params[f"{base}.weight"].copy_(merged)
     return remaining
+
+
+def _argmax_probability(logits: torch.Tensor, predicted: torch.Tensor, max_elements: int = 2**27) -> torch.Tensor:
+    """softmax(logits in float64)[predicted], as LLaDA computes confidences, in row chunks of at most
+    `max_elements` float64 values (1 GiB) so that a large batch x block x vocabulary never materialises at once."""
+    rows = max(1, max_elements // max(1, logits[0].numel()))
+    parts = [
+        torch.softmax(chunk.to(torch.float64), dim=-1).gather(-1, ids[..., None]).squeeze(-1)
+        for chunk, ids in zip(logits.split(rows), predicted.split(rows))
+    ]
+    return torch.cat(parts)
 
 
 def _load_safetensors_weights(name_or_path, hub_kwargs: dict) -> dict[str, torch.Tensor]:
@@ -990,8 +1069,9 @@ class WhisperLladaASRPipeline(Pipeline):
 
     def _forward(self, model_inputs, generate_kwargs=None):
         generate_kwargs = dict(generate_kwargs or {})
-        for key in ("max_new_tokens", "num_beams"):  # injected by transformers for seq2seq models; not used here
-            generate_kwargs.pop(key, None)
+        if self.model.config.decoder_type != "causal":
+            for key in ("max_new_tokens", "num_beams"):  # injected by transformers for seq2seq models; not used here
+                generate_kwargs.pop(key, None)
         features = model_inputs["input_features"].to(self.model.device, self.model.encoder.dtype)
         ids = self.model.generate(
             input_features=features, attention_mask=model_inputs["attention_mask"].to(self.model.device), **generate_kwargs

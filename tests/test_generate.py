@@ -174,3 +174,13 @@ def test_early_stop_fills_after_eos_and_rows_finish_independently(tiny_model):
             assert (row[eos[0, 0]:] == EOS_ID).all()
     alone = torch.cat([tiny_model.generate(inputs_embeds=p, decoding="C", early_stop=True) for p in prefixes])
     assert torch.equal(stopped, alone)
+
+
+def test_chunked_confidence_is_bit_identical_to_full_softmax():
+    from modeling_whisper_llada import _argmax_probability
+
+    logits = torch.randn(7, 5, 300)
+    predicted = logits.argmax(-1)
+    full = torch.softmax(logits.double(), -1).gather(-1, predicted[..., None]).squeeze(-1)
+    assert torch.equal(_argmax_probability(logits, predicted, max_elements=1500), full)  # 1 row per chunk
+    assert torch.equal(_argmax_probability(logits, predicted), full)
