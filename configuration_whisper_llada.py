@@ -3,14 +3,15 @@ decoder.
 
 `LladaConfig` uses the field names of the official LLaDA `config.json` (`d_model`, `n_layers`, `n_heads`, ...) so that
 the official file of GSAI-ML/LLaDA-8B-Instruct loads as is. `WhisperLladaConfig` composes a `WhisperConfig` (encoder),
-a `LladaConfig` (decoder) and the projector/prompt/decoding settings.
+a `LladaConfig` (decoder) and the projector/prompt/decoding settings. With `decoder_type="causal"` the decoder is any
+transformers causal LM instead (e.g. Llama-3-8B-Instruct, the autoregressive baseline), described by its own config.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from transformers import PretrainedConfig, WhisperConfig
+from transformers import AutoConfig, PretrainedConfig, WhisperConfig
 
 # Token ids of LLaDA-8B-Instruct (tokenizer_config.json of GSAI-ML/LLaDA-8B-Instruct).
 LLADA_MASK_TOKEN_ID = 126336
@@ -19,6 +20,8 @@ LLADA_EOS_TOKEN_ID = 126081  # <|endoftext|>, also the padding id
 LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 
 DEFAULT_PROMPT = "transcribe the following speech to text:"
+
+DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
 
 # The three decoding configurations of the reference results, for gen_length=128:
 # A = one step, B = 8 steps of iterative refinement, C = 8 steps per block x 16 semi-autoregressive blocks.
@@ -130,7 +133,10 @@ class WhisperLladaConfig(PretrainedConfig):
 
     Args:
         encoder_config: a `WhisperConfig` (or its dict); only the encoder part is used.
-        decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`).
+        decoder_type: "llada" (masked-diffusion decoder, the default) or "causal" (an autoregressive causal LM built with
+            `AutoModelForCausalLM`, trained with next-token cross-entropy and decoded greedily / with beam search).
+        decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`); for "causal", any
+            transformers config (or its dict, which must hold a `model_type`, e.g. a Llama `config.json`).
         encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id or local dir). A
             checkpoint saved with `checkpoint_weights="trainable"` stores only the trainable weights and pulls the
             base encoder/decoder from these at load time.
@@ -154,7 +160,8 @@ class WhisperLladaConfig(PretrainedConfig):
     def __init__(
         self,
         encoder_config: dict | WhisperConfig | None = None,
-        decoder_config: dict | LladaConfig | None = None,
+        decoder_config: dict | PretrainedConfig | None = None,
+        decoder_type: str = "llada",
         encoder_name_or_path: str | None = None,
         decoder_name_or_path: str | None = None,
         stack_factor: int = 5,
@@ -178,8 +185,19 @@ class WhisperLladaConfig(PretrainedConfig):
     ):
         if isinstance(encoder_config, dict):
             encoder_config = WhisperConfig(**{k: v for k, v in encoder_config.items() if k != "model_type"})
-        if isinstance(decoder_config, dict):
+        if decoder_type not in DECODER_TYPES:
+            raise ValueError(f"WhisperLladaConfig: decoder_type must be one of {DECODER_TYPES}, got {decoder_type!r}.")
+        if decoder_type == "causal":
+            if decoder_config is None or (isinstance(decoder_config, dict) and "model_type" not in decoder_config):
+                raise ValueError(
+                    "WhisperLladaConfig: decoder_type='causal' needs a decoder_config with a `model_type` (e.g. a "
+                    "Llama config.json), or a config object."
+                )
+            if isinstance(decoder_config, dict):
+                decoder_config = AutoConfig.for_model(**decoder_config)
+        elif isinstance(decoder_config, dict):
             decoder_config = LladaConfig(**{k: v for k, v in decoder_config.items() if k != "model_type"})
+        self.decoder_type = decoder_type
         self.encoder_config = encoder_config if encoder_config is not None else WhisperConfig()
         self.decoder_config = decoder_config if decoder_config is not None else LladaConfig()
 
@@ -203,7 +221,7 @@ class WhisperLladaConfig(PretrainedConfig):
         self.prompt_prefix_ids = list(prompt_prefix_ids) if prompt_prefix_ids is not None else None
         self.prompt_suffix_ids = list(prompt_suffix_ids) if prompt_suffix_ids is not None else None
         dec = self.decoder_config
-        self.mask_token_id = mask_token_id if mask_token_id is not None else dec.mask_token_id
+        self.mask_token_id = mask_token_id if mask_token_id is not None else getattr(dec, "mask_token_id", None)
         self.eot_token_id = eot_token_id
         self.gen_length = gen_length
         self.steps = steps
@@ -211,9 +229,14 @@ class WhisperLladaConfig(PretrainedConfig):
         self.remasking = remasking
         self.temperature = temperature
         self.checkpoint_weights = checkpoint_weights
+        eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
+        if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
+            eos_token_id = eos_token_id[0]
+        if pad_token_id is None:
+            pad_token_id = getattr(dec, "pad_token_id", None)
         super().__init__(
-            eos_token_id=eos_token_id if eos_token_id is not None else dec.eos_token_id,
-            pad_token_id=pad_token_id if pad_token_id is not None else dec.pad_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id if pad_token_id is not None else eos_token_id,
             **kwargs,
         )
 
@@ -223,4 +246,4 @@ class WhisperLladaConfig(PretrainedConfig):
         return 50.0 / self.stack_factor
 
 
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS"]
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS", "DECODER_TYPES"]

@@ -1,0 +1,372 @@
+"""Tests for train_hf.py: argument parsing, a tiny end-to-end run, trainable-only checkpoints, LoRA save/reload,
+the encoder cache, exact resumption, DDP agreement (torchrun, gloo) and bad-data handling.
+
+Everything runs on tiny random models with a tiny character-level tokenizer and synthetic audio; one test uses the
+real assets in ../shared (skipped without them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, ROOT, WHISPER_TINY, needs_shared, tiny_config, \
+    tiny_decoder_config
+from safetensors.torch import load_file
+
+import train_hf
+import whisper_llada_data as wld
+from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+from processing_whisper_llada import LLADA_CHAT_TEMPLATE
+
+WORDS = ["a", "cat", "sat", "on", "the", "mat", "dog", "ran", "far", "away", "sun", "is", "hot"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fixtures: tiny base models, tokenizer, synthetic data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_tiny_tokenizer():
+    """Character-level tokenizer whose special ids match conftest's tiny vocabulary (BOS 60, EOT 61, EOS 62, MASK 63)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list("abcdefghijklmnopqrstuvwxyz '\n:")
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({"[UNK]": 40, "<|start_header_id|>": 41, "<|end_header_id|>": 42, "<|startoftext|>": BOS_ID,
+                  "<|eot_id|>": EOT_ID, "<|endoftext|>": EOS_ID, "<|mdm_mask|>": MASK_ID})
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        unk_token="[UNK]",
+        additional_special_tokens=["<|mdm_mask|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    )
+    tokenizer.chat_template = LLADA_CHAT_TEMPLATE
+    return tokenizer
+
+
+def write_utterances(directory: Path, n: int, seed: int = 0) -> list[dict]:
+    """n short synthetic utterances (noise + tone, 0.5-2 s) with few-word transcripts, as manifest entries."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        seconds = float(rng.uniform(0.5, 2.0))
+        t = np.arange(int(16000 * seconds)) / 16000
+        wave = 0.1 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.02 * rng.standard_normal(t.size)
+        path = directory / f"utt{i:03d}.wav"
+        sf.write(path, wave.astype(np.float32), 16000)
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 5)))).upper()
+        entries.append({"audio_filepath": str(path), "duration": round(seconds, 3), "text": text, "key": f"utt{i:03d}"})
+    return entries
+
+
+def write_manifest(path: Path, entries: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Tiny base encoder (WhisperModel + feature extractor), tiny LLaDA decoder, tokenizer, and an 8-utterance manifest."""
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    base = tmp_path_factory.mktemp("tiny_assets")
+    torch.manual_seed(0)
+    config = tiny_config()
+    encoder_dir, decoder_dir, tokenizer_dir = base / "encoder", base / "decoder", base / "tokenizer"
+    encoder_config = config.encoder_config
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+        setattr(encoder_config, name, 1)  # keep the (unused) Whisper decoder's ids inside its tiny vocabulary
+    WhisperModel(encoder_config).save_pretrained(encoder_dir)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(encoder_dir)
+    LladaForMaskedDiffusion(tiny_decoder_config()).save_pretrained(decoder_dir)
+    make_tiny_tokenizer().save_pretrained(tokenizer_dir)
+    manifest = write_manifest(base / "train.jsonl", write_utterances(base / "audio", 8))
+    return {"encoder": str(encoder_dir), "decoder": str(decoder_dir), "tokenizer": str(tokenizer_dir),
+            "manifest": str(manifest), "base": base}
+
+
+def base_args(assets, output_dir, *extra) -> list[str]:
+    return [
+        "--encoder_name_or_path", assets["encoder"], "--decoder_name_or_path", assets["decoder"],
+        "--tokenizer_name_or_path", assets["tokenizer"], "--projector_hidden_sizes", "24", "16", "24",
+        "--train_data", assets["manifest"], "--output_dir", str(output_dir), "--use_cpu", "true",
+        "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
+        "--dataloader_num_workers", "0", *extra,
+    ]
+
+
+def logged_losses(trainer) -> dict[int, float]:
+    return {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# arguments
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_yaml_config_then_cli_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "encoder_name_or_path: some/whisper\n"
+        "decoder_config: {d_model: 64, n_layers: 2, n_heads: 4, mlp_hidden_size: 96}\n"
+        "projector_hidden_sizes: [32, 16]\n"
+        "train_data: [a.jsonl, b.jsonl]\n"
+        "learning_rate: 1e-3\n"          # YAML reads this as a string: converted with the field's type
+        "per_device_train_batch_size: 16\n"
+        "train_decoder: true\n"
+        "on_bad_data: error\n"
+        "max_train_minutes: 5\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+    )
+    model_args, data_args, training_args = train_hf.parse_args(
+        [str(config), "--learning_rate", "0.5", "--lora_r", "4", "--train_data", "c.jsonl"])
+    assert model_args.encoder_name_or_path == "some/whisper"
+    assert model_args.decoder_config == {"d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 96}
+    assert model_args.projector_hidden_sizes == [32, 16]
+    assert model_args.train_decoder is True and model_args.lora_r == 4
+    assert data_args.train_data == ["c.jsonl"] and data_args.on_bad_data == "error"
+    assert training_args.learning_rate == 0.5 and training_args.per_device_train_batch_size == 16
+    assert training_args.max_train_minutes == 5
+    # without overrides the YAML values stand, the float string is converted
+    _, data_args, training_args = train_hf.parse_args([str(config)])
+    assert training_args.learning_rate == pytest.approx(1e-3) and data_args.train_data == ["a.jsonl", "b.jsonl"]
+
+    config.write_text("not_an_argument: 1\n")
+    with pytest.raises(ValueError, match="not_an_argument"):
+        train_hf.parse_args([str(config)])
+    with pytest.raises(ValueError, match="on_bad_data"):
+        train_hf.parse_args(["--on_bad_data", "ignore", "--output_dir", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# end to end
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_run_saves_only_trainable_weights_and_reloads(assets, tmp_path):
+    out = tmp_path / "run"
+    result = train_hf.main(base_args(assets, out, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "3"))
+    model = result["model"]
+    assert model.config.checkpoint_weights == "trainable"
+    assert len(logged_losses(result["trainer"])) == 3
+    for directory in (out, out / "checkpoint-3"):
+        keys = set(load_file(directory / "model.safetensors"))
+        assert keys and all(k.startswith("projector.") for k in keys), sorted(keys)[:5]
+        assert keys == {n for n, p in model.named_parameters() if p.requires_grad}
+        assert (directory / "processor_config.json").is_file() and (directory / "tokenizer.json").is_file()
+    assert (out / "checkpoint-3" / "optimizer.pt").is_file()
+
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(out)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    from processing_whisper_llada import WhisperLladaProcessor
+
+    processor = WhisperLladaProcessor.from_pretrained(out)
+    assert processor.mask_token_id == MASK_ID and processor.eos_token_id == EOS_ID
+
+
+def test_time_budget_stops_and_still_saves(assets, tmp_path):
+    # also the reference recipe's settings: bf16 base models, bf16 autocast, activation (gradient) checkpointing
+    out = tmp_path / "run"
+    result = train_hf.main(base_args(assets, out, "--max_steps", "50", "--max_train_minutes", "0.0001",
+                                     "--model_dtype", "bfloat16", "--bf16", "true", "--activation_checkpointing", "true"))
+    model = result["model"]
+    assert result["trainer"].state.global_step == 1
+    assert np.isfinite(result["metrics"]["train_loss"])
+    assert model.decoder.dtype == torch.bfloat16 and model.projector.mlp[0].weight.dtype == torch.float32
+    assert (out / "model.safetensors").is_file()
+
+
+def test_lora_saved_and_reloaded_gives_equal_outputs(assets, tmp_path):
+    out = tmp_path / "lora"
+    result = train_hf.main(base_args(assets, out, "--max_steps", "2", "--lora_r", "4", "--lora_alpha", "8",
+                                     "--learning_rate", "5e-2"))
+    model = result["model"].eval()
+    keys = set(load_file(out / "model.safetensors"))
+    assert any(".lora_A." in k for k in keys) and any(".lora_B." in k for k in keys)
+    assert all(k.startswith("projector.") or ".lora_" in k for k in keys)
+    lora_targets = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in keys if ".lora_" in k}
+    assert lora_targets == {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}
+    assert json.loads((out / "config.json").read_text())["lora"]["r"] == 4
+
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(out).eval()  # adapters merged on load
+    assert not any("lora" in n for n, _ in reloaded.named_parameters())
+    torch.manual_seed(1)
+    features = torch.randn(2, 80, 3000)
+    mask = torch.ones(2, 3000, dtype=torch.long)
+    labels = torch.tensor([[1, 2, 3, EOS_ID], [4, 5, EOS_ID, EOS_ID]])
+    with torch.no_grad():
+        torch.manual_seed(2)
+        expected = model(input_features=features, attention_mask=mask, labels=labels)
+        torch.manual_seed(2)
+        actual = reloaded(input_features=features, attention_mask=mask, labels=labels)
+    # LoRA changed the decoder (lr 5e-2), and the merged reload reproduces it
+    base = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
+        assets["encoder"], assets["decoder"], config=reloaded.config).eval()
+    base.projector.load_state_dict(reloaded.projector.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(2)
+        unmerged = base(input_features=features, attention_mask=mask, labels=labels)
+    assert not torch.allclose(unmerged.logits, expected.logits, atol=1e-4)
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(actual.loss, expected.loss, rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_cache_reused_and_loss_unchanged(assets, tmp_path, monkeypatch):
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    calls = {"n": 0}
+    original = WhisperEncoder.forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(WhisperEncoder, "forward", counting_forward)
+    common = ["--num_train_epochs", "2", "--per_device_train_batch_size", "4"]  # 8 utterances: 2 steps per epoch
+    cached = train_hf.main(base_args(assets, tmp_path / "cached", *common, "--encoder_cache_dir",
+                                     str(tmp_path / "cache")))
+    cache = cached["cache"]
+    assert cached["trainer"].state.global_step == 4
+    assert cache.misses == 8 and cache.hits == 8  # epoch 1 computes every utterance once, epoch 2 reads them
+    assert calls["n"] == cache.encoder_calls == 2  # the encoder ran only for the first epoch's two batches
+    assert len(list(cache.directory.glob("*.pt"))) == 8
+
+    calls["n"] = 0
+    plain = train_hf.main(base_args(assets, tmp_path / "plain", *common))
+    assert calls["n"] == 4  # without the cache the encoder runs in every step
+    cached_losses, plain_losses = logged_losses(cached["trainer"]), logged_losses(plain["trainer"])
+    assert cached_losses.keys() == plain_losses.keys() == {1, 2, 3, 4}
+    for step in plain_losses:
+        assert cached_losses[step] == pytest.approx(plain_losses[step], rel=1e-4), step
+
+    # a later run with the same encoder reads everything from the cache
+    calls["n"] = 0
+    again = train_hf.main(base_args(assets, tmp_path / "again", "--max_steps", "2", "--encoder_cache_dir",
+                                    str(tmp_path / "cache")))
+    assert again["cache"].misses == 0 and calls["n"] == 0
+
+
+def test_resume_from_checkpoint_continues_exactly(assets, tmp_path):
+    common = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--per_device_train_batch_size", "2",
+              "--train_sampling_strategy", "group_by_length", "--train_decoder", "true"]
+    full = train_hf.main(base_args(assets, tmp_path / "full", *common))
+    full_losses = logged_losses(full["trainer"])
+    resumed = train_hf.main(base_args(assets, tmp_path / "resumed", *common, "--resume_from_checkpoint",
+                                      str(tmp_path / "full" / "checkpoint-2")))
+    resumed_losses = logged_losses(resumed["trainer"])
+    assert set(resumed_losses) >= {3, 4}
+    for step in (3, 4):
+        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-6, abs=1e-7), step
+    for name, tensor in full["model"].state_dict().items():
+        torch.testing.assert_close(resumed["model"].state_dict()[name], tensor, rtol=1e-6, atol=1e-7)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_agree(assets, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(
+        "import hashlib, os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import torch, train_hf\n"
+        "result = train_hf.main(sys.argv[1:])\n"
+        "vector = torch.cat([p.detach().reshape(-1) for p in result['model'].projector.parameters()])\n"
+        "line = f\"{result['trainer'].args.world_size} {result['trainer'].state.global_step} \""
+        " + hashlib.sha1(vector.numpy().tobytes()).hexdigest()\n"
+        "open(os.path.join(os.environ['CHECK_DIR'], f\"rank{os.environ['RANK']}.txt\"), 'w').write(line)\n"
+    )
+    env = {**os.environ, "CHECK_DIR": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), str(script),
+               *base_args(assets, tmp_path / "ddp", "--max_steps", "3", "--per_device_train_batch_size", "2",
+                          "--ddp_backend", "gloo")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert lines[0][:2] == ["2", "3"]  # world size 2, three optimizer steps
+    assert lines[0] == lines[1]  # both ranks hold identical projector weights
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def bad_manifest(assets, tmp_path) -> tuple[Path, str]:
+    entries = [json.loads(line) for line in Path(assets["manifest"]).read_text().splitlines()]
+    missing = str(tmp_path / "missing.wav")
+    entries.append({"audio_filepath": missing, "duration": 1.0, "text": "A CAT"})
+    entries.append({**entries[0], "key": "empty", "text": "  "})
+    return write_manifest(tmp_path / "bad.jsonl", entries), missing
+
+
+def test_bad_data_skipped_and_counted(assets, tmp_path, capsys):
+    manifest, _ = bad_manifest(assets, tmp_path)
+    args = base_args(assets, tmp_path / "out", "--max_steps", "2")
+    args[args.index("--train_data") + 1] = str(manifest)
+    result = train_hf.main(args)
+    assert len(result["trainer"].train_dataset) == 8
+    assert result["metrics"]["skipped_records"] == {wld.REASON_MISSING_AUDIO: 1, wld.REASON_EMPTY_TEXT: 1}
+    assert "train (total): skipped 2 record(s) (empty_text=1, missing_audio=1)" in capsys.readouterr().out
+
+
+def test_bad_data_error_names_the_file(assets, tmp_path):
+    manifest, missing = bad_manifest(assets, tmp_path)
+    args = base_args(assets, tmp_path / "out", "--max_steps", "2", "--on_bad_data", "error")
+    args[args.index("--train_data") + 1] = str(manifest)
+    with pytest.raises(wld.BadRecordError, match=missing):
+        train_hf.main(args)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the demo recipe (real Whisper tiny.en + LibriSpeech from ../shared)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@needs_shared(WHISPER_TINY)
+@needs_shared(LIBRISPEECH)
+def test_demo_config_builds_and_trains_a_step(tmp_path):
+    config = ROOT / "configs" / "demo" / "whisper-tiny_llada-tiny.yaml"
+    model_args, _, _ = train_hf.parse_args([str(config), "--output_dir", str(tmp_path)])
+    model_args.encoder_name_or_path = str(WHISPER_TINY)
+    model, processor = train_hf.build_model(model_args)
+    assert len(processor.tokenizer) == 50368 == model.config.decoder_config.vocab_size
+    assert model.config.checkpoint_weights == "full" and model.config.decoder_config.weight_tying
+    assert model.config.mask_token_id == processor.mask_token_id
+    assert model.encoder.config._attn_implementation == "sdpa"
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    size_fp16 = sum(p.numel() for p in model.state_dict().values()) * 2
+    assert size_fp16 < 50e6
+
+    manifest = tmp_path / "two.jsonl"
+    records = wld.scan_librispeech(LIBRISPEECH)
+    records = [r for r in records if wld.speaker_of(r["key"]) not in {"1737", "32", "7312"}]
+    records = sorted(records, key=lambda r: r["duration"])[:2]
+    wld.write_manifest(records, manifest)
+    result = train_hf.main([str(config), "--encoder_name_or_path", str(WHISPER_TINY), "--train_data", str(manifest),
+                            "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size",
+                            "2", "--encoder_cache_dir", "", "--final_model_dir", str(tmp_path / "final"),
+                            "--max_train_minutes", "10", "--disable_tqdm", "true"])
+    assert np.isfinite(result["metrics"]["train_loss"])
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "final", dtype=torch.float32)
+    assert reloaded.dtype == torch.float32
+    assert os.path.getsize(tmp_path / "final" / "model.safetensors") < 50e6
