@@ -132,8 +132,11 @@ def test_saved_directory_layout(saved_dir):
 
 CHILD_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     model_dir, inputs_file = sys.argv[1], sys.argv[2]
+    # A user who only downloaded the checkpoint has no copy of this package: hide an installed (e.g. editable) one.
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
     try:
         import modeling_whisper_llada  # noqa: F401
         repo_importable = True
