@@ -167,7 +167,7 @@ def run_cpu(args) -> None:
         texts, seconds = time_whisper_ar(whisper, whisper_processor, waves, args.batch_size)
         whisper_rtfx = audio_seconds / seconds
         rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx, True))
-        for variant in CPU_VARIANTS:
+        for variant in [v for v in CPU_VARIANTS if not args.variants or v.name in args.variants]:
             time_whisper_llada(model, processor, waves[:1], variant, 1, device)  # warm-up
             texts, seconds = time_whisper_llada(model, processor, waves, variant, args.batch_size, device)
             rows.append((f"demo whisper-llada {variant.name}", wer_percent(references, texts), audio_seconds / seconds,
@@ -291,6 +291,8 @@ def main(argv=None) -> int:
     cpu.add_argument("--whisper", default=str(ROOT.parent / "shared" / "models" / "whisper-tiny.en"))
     cpu.add_argument("--batch_size", type=int, default=1)
     cpu.add_argument("--threads", type=int, default=2)
+    cpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                     help=f"subset of rows by name (default all): {', '.join(repr(v.name) for v in CPU_VARIANTS)}")
     gpu = sub.add_parser("gpu", help="real shapes with random weights on a GPU")
     gpu.add_argument("--device", default="cuda")
     gpu.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64, 32, 16],

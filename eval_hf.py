@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Evaluate a whisper-llada checkpoint: WER and RTFx per split and decoding configuration.
 
-    python eval_hf.py --model PATH_OR_ID --data DIR_OR_MANIFEST_OR_HUB [...] --decoding A B C --output_dir OUT \\
+    python eval_hf.py --model PATH_OR_ID [PATH_OR_ID ...] --data DIR_OR_MANIFEST_OR_HUB [...] --decoding A B C AR \\
+        --output_dir OUT \\
         [--batch_size N] [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--max_utterances N] \\
         [--steps S --gen_length G --block_length L] [--threshold X] [--kv_cache prefix|dual] [--early_stop] [--plot]
 
@@ -17,8 +18,15 @@ Data (`--data`, one entry per split; the split's name in the table in brackets):
     duration: a LibriSpeech dev/test split is about 350 MB.
   * any of these as `NAME=SPEC` to choose the name yourself, e.g. `demo=demo/audio/manifest.jsonl`.
 
+Models (`--model`, one or more): each decoding runs on every model it applies to, and all rows go into one table
+(e.g. a LLaDA model with A B C and its autoregressive baseline with AR: `--model demo/model runs/demo_ar/model
+--decoding A B C AR`). Masked-diffusion decodings apply to LLaDA-decoder models, `AR` ones to causal-decoder models
+(`decoder_type: causal`); a decoding that applies to none of the models, or a model left with none, is an error.
+
 Decoding (`--decoding`, one entry per configuration/row):
   * a preset name of `model.generate(decoding=...)`: A (1 step), B (8 steps), C (8 steps x 16 blocks);
+  * `AR` for a causal (autoregressive) decoder: transformers' greedy decoding with a KV cache up to the model's
+    gen_length new tokens; `AR,num_beams=4` beam search, `AR,gen_length=64` another length;
   * explicit settings `steps=16,gen_length=128,block_length=32` (the row is named by that string), optionally after a
     preset (`B,gen_length=64`) and with per-row approximations (`B,kv_cache=dual,threshold=0.9,early_stop=1`);
   * `--steps/--gen_length/--block_length` add one explicit configuration (alone, unless `--decoding` is also given).
@@ -41,7 +49,8 @@ Outputs (in `--output_dir`):
     in the file are not decoded again. RTFx of a resumed run counts only the utterances timed in that run
     (`timed_utterances`); when nothing was left to decode, the timing of an earlier `results.json` entry for the same
     model/decoding/split is kept. Delete the files to start afresh (they are not checked against the model).
-  * `results.json`: `{"results": [{"decoding", "split", "num_utterances", "wer", "rtfx", "audio_seconds",
+  * with several models, the hypotheses files are named `hypotheses_<model>_<decoding>_<split>.jsonl`.
+  * `results.json`: `{"results": [{"model", "decoding", "split", "num_utterances", "wer", "rtfx", "audio_seconds",
     "processing_seconds", "steps", "gen_length", "block_length", "batch_size", ...}], "model", "device", "dtype",
     "date", ...}`, rewritten after each split.
   * `results.md`: a table shaped like the reference one (rows: model/decoding; columns: WER per split, avg WER,
@@ -87,7 +96,9 @@ logger = logging.getLogger("eval_hf")
 DEMO_MODEL = ROOT / "demo" / "model"
 DEMO_MANIFEST = ROOT / "demo" / "audio" / "manifest.jsonl"
 DEMO_OUTPUT = Path("outputs") / "demo_eval"
-DEFAULT_DECODINGS = ["A", "B", "C"]
+DEFAULT_DECODINGS = ["A", "B", "C", "AR"]  # each applied to the models it fits (AR: causal decoders only)
+AR_PRESET = "AR"
+AR_KEYS = ("gen_length", "num_beams")  # the settings an AR decoding may set
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The settings an explicit decoding string may set, with their parsers.
 DECODING_KEYS = {
@@ -99,6 +110,7 @@ DECODING_KEYS = {
     "threshold": float,
     "kv_cache": str,
     "early_stop": lambda v: v.lower() in ("1", "true", "yes", "on"),
+    "num_beams": int,
 }
 APPROXIMATE_KEYS = ("kv_cache", "threshold", "early_stop")
 LIBRISPEECH_HUB_SPLITS = {"validation": "dev", "test": "test"}
@@ -117,8 +129,18 @@ class Decoding:
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def autoregressive(self) -> bool:
+        return self.preset == AR_PRESET
+
     def generate_kwargs(self) -> dict[str, Any]:
+        if self.autoregressive:
+            return dict(self.overrides)
         return {"decoding": self.preset, **self.overrides}
+
+    def applies_to(self, model) -> bool:
+        """AR decodings for causal-decoder models, masked-diffusion ones for LLaDA-decoder models."""
+        return self.autoregressive == (getattr(model.config, "decoder_type", "llada") == "causal")
 
 
 def _format_value(value: Any) -> str:
@@ -128,8 +150,8 @@ def _format_value(value: Any) -> str:
 def parse_decoding(
     text: str, threshold: float | None = None, kv_cache: str | None = None, early_stop: bool = False
 ) -> Decoding:
-    """`"B"`, `"steps=16,gen_length=128,block_length=32"`, `"B,kv_cache=dual"` -> a `Decoding`; the global
-    approximation flags are added unless the string sets them itself."""
+    """`"B"`, `"steps=16,gen_length=128,block_length=32"`, `"B,kv_cache=dual"`, `"AR,num_beams=4"` -> a `Decoding`;
+    the global approximation flags are added to masked-diffusion decodings unless the string sets them itself."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
         raise ValueError(f"empty decoding configuration {text!r}")
@@ -149,6 +171,14 @@ def parse_decoding(
             settings[key] = DECODING_KEYS[key](value)
         except ValueError as error:
             raise ValueError(f"decoding {text!r}: bad value for {key}: {value!r}") from error
+    if preset == AR_PRESET:
+        extra = sorted(set(settings) - set(AR_KEYS))
+        if extra:
+            raise ValueError(f"decoding {text!r}: AR decoding takes only {', '.join(AR_KEYS)}, got {extra}")
+        name = ",".join([preset] + [f"{key}={value}" for key, value in settings.items()])
+        return Decoding(name=name, preset=preset, overrides=settings)
+    if "num_beams" in settings:
+        raise ValueError(f"decoding {text!r}: num_beams applies to AR (autoregressive) decoding only")
     base = [preset] if preset else []
     base += [f"{key}={_format_value(value)}" for key, value in settings.items() if key not in APPROXIMATE_KEYS]
     for key, value in (("threshold", threshold), ("kv_cache", kv_cache), ("early_stop", early_stop or None)):
@@ -251,6 +281,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def resolve_settings(model, decoding: Decoding) -> dict[str, Any]:
+    """The row's decoding settings as recorded in results.json; raises ValueError for invalid ones."""
+    if decoding.autoregressive:
+        gen_length = decoding.overrides.get("gen_length") or getattr(model.generation_config, "gen_length", None) \
+            or model.config.gen_length
+        num_beams = decoding.overrides.get("num_beams", 1)
+        if gen_length < 1 or num_beams < 1:
+            raise ValueError(f"gen_length and num_beams must be >= 1, got {gen_length}, {num_beams}")
+        return {"steps": None, "gen_length": gen_length, "block_length": None, "num_beams": num_beams,
+                "temperature": 0.0, "remasking": None, "threshold": None, "kv_cache": None, "early_stop": False}
+    s = model.decoding_settings(decoding.preset, **decoding.overrides)
+    return {"steps": s.steps, "gen_length": s.gen_length, "block_length": s.block_length, "num_beams": 1,
+            "temperature": s.temperature, "remasking": s.remasking, "threshold": s.threshold, "kv_cache": s.kv_cache,
+            "early_stop": s.early_stop}
+
+
 def transcribe(model, processor, waves: list[np.ndarray], generate_kwargs: dict, device: torch.device) -> list[str]:
     """Feature extraction + encoder + diffusion decoding + detokenisation of one batch."""
     features = processor(audio=waves, sampling_rate=processor.feature_extractor.sampling_rate)
@@ -299,8 +345,9 @@ def read_hypotheses(path: Path) -> dict[str, dict]:
 
 
 class Evaluator:
-    def __init__(self, args: argparse.Namespace, model, processor, device: torch.device):
+    def __init__(self, args: argparse.Namespace, model, processor, device: torch.device, tag: str | None = None):
         self.args, self.model, self.processor, self.device = args, model, processor, device
+        self.tag = tag  # file-name prefix of the hypotheses files when several models are evaluated
         self.sampling_rate = processor.feature_extractor.sampling_rate
         self.max_samples = processor.feature_extractor.n_samples
         self.warmups_left = args.warmup_batches
@@ -322,7 +369,8 @@ class Evaluator:
         return waves, truncated
 
     def run(self, decoding: Decoding, split: Split, records: list[dict], out_dir: Path) -> dict:
-        path = out_dir / f"hypotheses_{safe_name(decoding.name)}_{safe_name(split.name)}.jsonl"
+        stem = f"{safe_name(decoding.name)}_{safe_name(split.name)}"
+        path = out_dir / (f"hypotheses_{self.tag}_{stem}.jsonl" if self.tag else f"hypotheses_{stem}.jsonl")
         done = read_hypotheses(path)
         keys = {r["key"] for r in records}
         pending = sorted((r for r in records if r["key"] not in done), key=lambda r: r["duration"], reverse=True)
@@ -405,12 +453,14 @@ class Evaluator:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def row_summaries(results: list[dict], split_names: list[str]) -> list[dict]:
-    """Per decoding: mean WER over splits and RTFx over all splits (total audio / total processing seconds)."""
-    rows: dict[str, dict] = {}
+def row_summaries(results: list[dict], split_names: list[str], default_model: str = "") -> list[dict]:
+    """Per model and decoding: mean WER over splits and RTFx over all splits (total audio / total processing
+    seconds)."""
+    rows: dict[tuple[str, str], dict] = {}
     for result in results:
-        row = rows.setdefault(result["decoding"], {"decoding": result["decoding"], "wer": {}, "audio": 0.0,
-                                                   "processing": 0.0, "settings": result})
+        model = result.get("model_label") or default_model
+        row = rows.setdefault((model, result["decoding"]), {"model": model, "decoding": result["decoding"], "wer": {},
+                                                           "audio": 0.0, "processing": 0.0, "settings": result})
         row["wer"][result["split"]] = result["wer"]
         if result.get("rtfx") is not None:
             row["audio"] += result["audio_seconds"]
@@ -419,6 +469,7 @@ def row_summaries(results: list[dict], split_names: list[str]) -> list[dict]:
     for row in rows.values():
         wers = [w for s in split_names if (w := row["wer"].get(s)) is not None]
         summaries.append({
+            "model": row["model"],
             "decoding": row["decoding"],
             "wer": {s: row["wer"].get(s) for s in split_names},
             "avg_wer": sum(wers) / len(wers) if wers else None,
@@ -442,23 +493,27 @@ def markdown_table(report: dict, split_names: list[str]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---", "---", "---"] + ["---:"] * (len(split_names) + 2)) + "|",
     ]
-    for row in row_summaries(report["results"], split_names):
+    for row in row_summaries(report["results"], split_names, model):
         s = row["settings"]
-        cells = [model, row["decoding"], f"{s['steps']} / {s['gen_length']} / {s['block_length']}"]
+        steps = " / ".join("–" if s.get(key) is None else str(s[key]) for key in ("steps", "gen_length", "block_length"))
+        cells = [row["model"], row["decoding"], steps]
         cells += [_cell(row["wer"][name], 2) for name in split_names]
         cells += [_cell(row["avg_wer"], 2), _cell(row["avg_rtfx"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "avg WER: mean of the per-split WERs. avg RTFx: total audio seconds / total processing seconds over the "
-        "splits (feature extraction + encoder + decoding + detokenisation; utterances timed in this run only).",
+        "splits (feature extraction + encoder + decoding + detokenisation; utterances timed in this run only). "
+        "AR rows: autoregressive decoding (greedy, or beam search with num_beams) of a causal-decoder model.",
         "",
     ]
     return "\n".join(lines)
 
 
 def plot_wer_rtfx(report: dict, split_names: list[str], path: Path) -> bool:
-    rows = [r for r in row_summaries(report["results"], split_names) if r["avg_wer"] is not None and r["avg_rtfx"]]
+    label = report.get("model_label") or report["model"]
+    rows = [r for r in row_summaries(report["results"], split_names, label) if r["avg_wer"] is not None and r["avg_rtfx"]]
+    several = len({r["model"] for r in rows}) > 1
     if not rows:
         logger.warning("--plot: no row has both a WER and an RTFx; no plot written")
         return False
@@ -470,7 +525,8 @@ def plot_wer_rtfx(report: dict, split_names: list[str], path: Path) -> bool:
     figure, axes = plt.subplots(figsize=(6, 4.5))
     for row in rows:
         axes.scatter(row["avg_rtfx"], row["avg_wer"])
-        axes.annotate(row["decoding"], (row["avg_rtfx"], row["avg_wer"]), textcoords="offset points", xytext=(5, 4),
+        text = f"{row['model']}: {row['decoding']}" if several else row["decoding"]
+        axes.annotate(text, (row["avg_rtfx"], row["avg_wer"]), textcoords="offset points", xytext=(5, 4),
                       fontsize=8)
     rtfx = [r["avg_rtfx"] for r in rows]
     if max(rtfx) / min(rtfx) > 20:
@@ -491,17 +547,20 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _previous_results(path: Path, model: str) -> dict[tuple[str, str], dict]:
-    """Entries of an earlier results.json for the same model, by (decoding, split)."""
+def _previous_results(path: Path, models: list[str]) -> dict[tuple[str, str, str], dict]:
+    """Entries of an earlier results.json for the same models, by (model, decoding, split)."""
     if not path.exists():
         return {}
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return {}
-    if report.get("model") != model:
-        return {}
-    return {(r["decoding"], r["split"]): r for r in report.get("results", []) if "decoding" in r and "split" in r}
+    entries = {}
+    for r in report.get("results", []):
+        model = r.get("model", report.get("model"))
+        if "decoding" in r and "split" in r and model in models:
+            entries[(model, r["decoding"], r["split"])] = r
+    return entries
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -517,12 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="See the module docstring (or README) for the data, decoding and output formats.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=None, help="model directory or Hub id (default: demo/model)")
+    parser.add_argument("--model", nargs="+", default=None, metavar="PATH_OR_ID",
+                        help="model directories or Hub ids, all in one table (default: demo/model)")
     parser.add_argument("--data", nargs="+", default=None, metavar="SPEC",
                         help="splits: LibriSpeech dir, .jsonl manifest, hub:NAME[:CONFIG[:SPLIT]], or NAME=SPEC "
                         "(default: the bundled demo clips)")
     parser.add_argument("--decoding", nargs="+", default=None, metavar="CONFIG",
-                        help="presets (A B C) or explicit 'steps=16,gen_length=128,block_length=32' (default: A B C)")
+                        help="presets (A B C), explicit 'steps=16,gen_length=128,block_length=32', or AR / "
+                        "'AR,num_beams=4' for causal-decoder models (default: A B C AR, each where it applies)")
     parser.add_argument("--output_dir", default=None, help=f"where results go (default: {DEMO_OUTPUT})")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per generate() call (default: 8)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -562,14 +623,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.decodings = [parse_decoding(s, args.threshold, args.kv_cache, args.early_stop) for s in specs]
     except ValueError as error:
         parser.error(str(error))
+    args.default_decodings = args.decoding is None and not explicit
     names = [d.name for d in args.decodings]
     if len(set(names)) != len(names):
         parser.error(f"duplicate decoding configurations: {names}")
-    args.model_label = args.model
     if args.model is None:
-        args.model, args.model_label = str(DEMO_MODEL), "demo/model"
         if not DEMO_MODEL.exists():
             parser.error(f"the bundled demo model {DEMO_MODEL} is missing; pass --model")
+        args.models, args.model_labels = [str(DEMO_MODEL)], ["demo/model"]
+    else:
+        if len(set(args.model)) != len(args.model):
+            parser.error(f"duplicate models: {args.model}")
+        args.models, args.model_labels = list(args.model), list(args.model)
+    args.model = " + ".join(args.models)
+    args.model_label = " + ".join(args.model_labels)
     if args.data is None:
         args.data = [f"demo={DEMO_MANIFEST}"]
     if args.output_dir is None:
@@ -601,21 +668,40 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("split %s (%s): %d utterances, %.1f min%s", split.name, split.spec, len(records[split.name]),
                     seconds / 60, f", {skipped[split.name]} skipped ({dict(counter)})" if counter else "")
 
-    model, processor = load_model_and_processor(args.model, DTYPES[dtype_name], device)
-    settings = {}
-    for decoding in args.decodings:  # validate every configuration before the first decoding
-        try:
-            settings[decoding.name] = model.decoding_settings(decoding.preset, **decoding.overrides)
-        except (ValueError, TypeError) as error:
-            raise SystemExit(f"error: decoding {decoding.name}: {error}") from error
+    # Every model is loaded and every (model, decoding) pair validated before the first decoding.
+    several = len(args.models) > 1
+    jobs = []  # (path, label, evaluator, [(decoding, settings)])
+    used = set()
+    for path, label in zip(args.models, args.model_labels):
+        model, processor = load_model_and_processor(path, DTYPES[dtype_name], device)
+        pairs = []
+        for decoding in args.decodings:
+            if not decoding.applies_to(model):
+                continue
+            try:
+                pairs.append((decoding, resolve_settings(model, decoding)))
+            except (ValueError, TypeError) as error:
+                raise SystemExit(f"error: model {label}, decoding {decoding.name}: {error}") from error
+            used.add(decoding.name)
+        if not pairs:
+            kind = getattr(model.config, "decoder_type", "llada")
+            raise SystemExit(f"error: none of the decodings {[d.name for d in args.decodings]} applies to model {label} "
+                             f"({kind} decoder: {'AR' if kind == 'causal' else 'A, B, C or explicit steps'})")
+        tag = safe_name(label) if several else None
+        jobs.append((path, label, Evaluator(args, model, processor, device, tag), pairs))
+    unused = [d.name for d in args.decodings if d.name not in used]
+    if unused and not args.default_decodings:
+        raise SystemExit(f"error: decodings {unused} apply to none of the models (AR needs a causal-decoder model, "
+                         "the others a LLaDA-decoder model)")
 
     device_name = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({torch.get_num_threads()} threads)")
-    previous = _previous_results(out_dir / "results.json", args.model)
+    previous = _previous_results(out_dir / "results.json", args.models)
     report = {
         "results": [],
         "model": args.model,
         "model_label": args.model_label,
+        "models": args.models,
         "device": device_name,
         "dtype": dtype_name,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -627,45 +713,39 @@ def main(argv: list[str] | None = None) -> int:
         "rtfx_note": "RTFx = audio_seconds / processing_seconds of the utterances timed in the run that wrote the "
         "entry (timed_utterances); resumed utterances are not timed again.",
     }
-    # Earlier entries of the same model that this run does not recompute stay in the report.
-    computed = {(d.name, s.name) for d in args.decodings for s in splits}
+    # Earlier entries of the same models that this run does not recompute stay in the report.
+    computed = {(path, d.name, s.name) for path, _, _, pairs in jobs for d, _ in pairs for s in splits}
     kept = [r for key, r in previous.items() if key not in computed]
     split_names = [s.name for s in splits] + sorted({r["split"] for r in kept} - {s.name for s in splits})
 
-    evaluator = Evaluator(args, model, processor, device)
-    for decoding in args.decodings:
-        s = settings[decoding.name]
-        for split in splits:
-            result = evaluator.run(decoding, split, records[split.name], out_dir)
-            old = previous.get((decoding.name, split.name))
-            if result["timed_utterances"] == 0 and old and old.get("rtfx") is not None:
-                for key in ("rtfx", "audio_seconds", "processing_seconds", "timed_utterances"):
-                    result[key] = old.get(key)
-                result["timing_from_earlier_run"] = True
-            entry = {
-                "decoding": decoding.name,
-                "split": split.name,
-                **result,
-                "skipped_utterances": skipped[split.name],
-                "preset": decoding.preset,
-                "steps": s.steps,
-                "gen_length": s.gen_length,
-                "block_length": s.block_length,
-                "temperature": s.temperature,
-                "remasking": s.remasking,
-                "threshold": s.threshold,
-                "kv_cache": s.kv_cache,
-                "early_stop": s.early_stop,
-                "batch_size": args.batch_size,
-            }
-            report["results"].append(entry)
-            full = {**report, "results": kept + report["results"]}
-            _write_atomic(out_dir / "results.json", json.dumps(full, indent=2, ensure_ascii=False) + "\n")
-            _write_atomic(out_dir / "results.md", markdown_table(full, split_names))
-            wer_text = "–" if entry["wer"] is None else f"{entry['wer']:.2f} %"
-            rtfx_text = "–" if entry["rtfx"] is None else f"{entry['rtfx']:.1f}"
-            logger.info("%s / %s: WER %s, RTFx %s (%d utterances)", decoding.name, split.name, wer_text, rtfx_text,
-                        entry["num_utterances"])
+    for path, label, evaluator, pairs in jobs:
+        for decoding, s in pairs:
+            for split in splits:
+                result = evaluator.run(decoding, split, records[split.name], out_dir)
+                old = previous.get((path, decoding.name, split.name))
+                if result["timed_utterances"] == 0 and old and old.get("rtfx") is not None:
+                    for key in ("rtfx", "audio_seconds", "processing_seconds", "timed_utterances"):
+                        result[key] = old.get(key)
+                    result["timing_from_earlier_run"] = True
+                entry = {
+                    "decoding": decoding.name,
+                    "split": split.name,
+                    "model": path,
+                    "model_label": label,
+                    **result,
+                    "skipped_utterances": skipped[split.name],
+                    "preset": decoding.preset,
+                    **s,
+                    "batch_size": args.batch_size,
+                }
+                report["results"].append(entry)
+                full = {**report, "results": kept + report["results"]}
+                _write_atomic(out_dir / "results.json", json.dumps(full, indent=2, ensure_ascii=False) + "\n")
+                _write_atomic(out_dir / "results.md", markdown_table(full, split_names))
+                wer_text = "–" if entry["wer"] is None else f"{entry['wer']:.2f} %"
+                rtfx_text = "–" if entry["rtfx"] is None else f"{entry['rtfx']:.1f}"
+                logger.info("%s%s / %s: WER %s, RTFx %s (%d utterances)", f"{label}: " if several else "",
+                            decoding.name, split.name, wer_text, rtfx_text, entry["num_utterances"])
 
     full = {**report, "results": kept + report["results"]}
     if args.plot and plot_wer_rtfx(full, split_names, out_dir / "wer_vs_rtfx.png"):

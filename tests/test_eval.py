@@ -247,8 +247,6 @@ def test_demo_audio_bundle():
         assert line["text"] == line["text"].upper() and line["duration"] > 0
 
 
-# TODO(lead): make this required (drop the skipif) once demo/model is committed.
-@pytest.mark.skipif(not (ROOT / "demo" / "model" / "config.json").exists(), reason="demo/model not there yet")
 def test_no_argument_demo_run(tmp_path):
     """`python eval_hf.py` with no arguments: bundled demo model, bundled clips, A B C, into outputs/demo_eval
     (relative to the working directory)."""

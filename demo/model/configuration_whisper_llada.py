@@ -1,0 +1,249 @@
+"""Configurations for whisper-llada: a frozen Whisper encoder, a trainable MLP projector and a LLaDA masked-diffusion
+decoder.
+
+`LladaConfig` uses the field names of the official LLaDA `config.json` (`d_model`, `n_layers`, `n_heads`, ...) so that
+the official file of GSAI-ML/LLaDA-8B-Instruct loads as is. `WhisperLladaConfig` composes a `WhisperConfig` (encoder),
+a `LladaConfig` (decoder) and the projector/prompt/decoding settings. With `decoder_type="causal"` the decoder is any
+transformers causal LM instead (e.g. Llama-3-8B-Instruct, the autoregressive baseline), described by its own config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig, WhisperConfig
+
+# Token ids of LLaDA-8B-Instruct (tokenizer_config.json of GSAI-ML/LLaDA-8B-Instruct).
+LLADA_MASK_TOKEN_ID = 126336
+LLADA_BOS_TOKEN_ID = 126080
+LLADA_EOS_TOKEN_ID = 126081  # <|endoftext|>, also the padding id
+LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
+
+DEFAULT_PROMPT = "transcribe the following speech to text:"
+
+DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
+
+# The three decoding configurations of the reference results, for gen_length=128:
+# A = one step, B = 8 steps of iterative refinement, C = 8 steps per block x 16 semi-autoregressive blocks.
+DECODING_PRESETS: dict[str, dict[str, int]] = {
+    "A": {"steps": 1, "num_blocks": 1},
+    "B": {"steps": 8, "num_blocks": 1},
+    "C": {"steps": 8 * 16, "num_blocks": 16},
+}
+
+
+class LladaConfig(PretrainedConfig):
+    """Configuration of a LLaDA mask predictor (bidirectional Llama-style transformer).
+
+    Field names follow the official LLaDA `config.json`; fields of the official file that do not change the
+    architecture we implement (init settings, dropout flags, ...) are kept as plain attributes. Settings that would
+    change the architecture to one we do not implement (ALiBi, biases, non-RMS norms, non-llama blocks) are rejected
+    with a clear error instead of being silently ignored.
+    """
+
+    model_type = "llada"
+
+    def __init__(
+        self,
+        d_model: int = 4096,
+        n_layers: int = 32,
+        n_heads: int = 32,
+        n_kv_heads: int | None = None,
+        mlp_hidden_size: int = 12288,
+        vocab_size: int = 126464,
+        embedding_size: int | None = 126464,
+        max_sequence_length: int = 4096,
+        rope_theta: float = 500000.0,
+        rms_norm_eps: float = 1e-5,
+        weight_tying: bool = False,
+        mask_token_id: int = LLADA_MASK_TOKEN_ID,
+        eos_token_id: int = LLADA_EOS_TOKEN_ID,
+        pad_token_id: int = LLADA_EOS_TOKEN_ID,
+        bos_token_id: int = LLADA_BOS_TOKEN_ID,
+        activation_type: str = "silu",
+        block_type: str = "llama",
+        layer_norm_type: str = "rms",
+        include_bias: bool = False,
+        include_qkv_bias: bool = False,
+        alibi: bool = False,
+        rope: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs: Any,
+    ):
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads if n_kv_heads is not None else n_heads
+        self.mlp_hidden_size = mlp_hidden_size
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size if embedding_size is not None else vocab_size
+        self.max_sequence_length = max_sequence_length
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.weight_tying = weight_tying
+        self.mask_token_id = mask_token_id
+        self.activation_type = activation_type
+        self.block_type = block_type
+        self.layer_norm_type = layer_norm_type
+        self.include_bias = include_bias
+        self.include_qkv_bias = include_qkv_bias
+        self.alibi = alibi
+        self.rope = rope
+        self.initializer_range = initializer_range
+        kwargs.setdefault("tie_word_embeddings", weight_tying)
+        super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=bos_token_id, **kwargs)
+        self._check_supported()
+
+    def _check_supported(self) -> None:
+        unsupported = {
+            "block_type": (self.block_type, "llama"),
+            "layer_norm_type": (self.layer_norm_type, "rms"),
+            "activation_type": (self.activation_type, "silu"),
+            "include_bias": (self.include_bias, False),
+            "include_qkv_bias": (self.include_qkv_bias, False),
+            "alibi": (self.alibi, False),
+            "rope": (self.rope, True),
+        }
+        for field, (value, expected) in unsupported.items():
+            if value != expected:
+                raise ValueError(f"LladaConfig: `{field}`={value!r} is not supported; expected {expected!r}.")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"LladaConfig: d_model={self.d_model} must be divisible by n_heads={self.n_heads}.")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"LladaConfig: n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}.")
+        if (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError("LladaConfig: the head dimension d_model / n_heads must be even for rotary embeddings.")
+
+    # Names used by transformers utilities (e.g. gradient checkpointing, device maps).
+    @property
+    def hidden_size(self) -> int:
+        return self.d_model
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.n_heads
+
+
+class WhisperLladaConfig(PretrainedConfig):
+    """Configuration of `WhisperLladaForConditionalGeneration`.
+
+    Args:
+        encoder_config: a `WhisperConfig` (or its dict); only the encoder part is used.
+        decoder_type: "llada" (masked-diffusion decoder, the default) or "causal" (an autoregressive causal LM built with
+            `AutoModelForCausalLM`, trained with next-token cross-entropy and decoded greedily / with beam search).
+        decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`); for "causal", any
+            transformers config (or its dict, which must hold a `model_type`, e.g. a Llama `config.json`).
+        encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id or local dir). A
+            checkpoint saved with `checkpoint_weights="trainable"` stores only the trainable weights and pulls the
+            base encoder/decoder from these at load time.
+        stack_factor: encoder frames merged into one speech embedding (50 frames/s / 5 = 10 embeddings/s).
+        downsample_method: "stack" (concatenate k consecutive frames, the reference) or "mean" (average them).
+        projector_hidden_sizes: hidden sizes of the MLP projector; the reference "sln-large" is [2048, 1024, 2048].
+            The first hidden layer is Linear+act, the following ones Linear+LayerNorm+act, then a Linear to d_model.
+        projector_activation: activation of the projector ("silu", "gelu", "relu").
+        prompt: the user instruction; the speech embeddings follow it inside the user turn.
+        prompt_prefix_ids / prompt_suffix_ids: token ids of the chat prompt before and after the speech embeddings.
+            Filled from the tokenizer's chat template by `WhisperLladaProcessor.prompt_ids()`.
+        mask_token_id / eos_token_id / eot_token_id / pad_token_id: special ids of the decoder's tokenizer.
+        gen_length / steps / block_length / remasking / temperature: default decoding settings (config B).
+        checkpoint_weights: "full" saves every weight; "trainable" saves only weights with requires_grad (the
+            projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load.
+    """
+
+    model_type = "whisper_llada"
+    sub_configs = {"encoder_config": WhisperConfig, "decoder_config": LladaConfig}
+
+    def __init__(
+        self,
+        encoder_config: dict | WhisperConfig | None = None,
+        decoder_config: dict | PretrainedConfig | None = None,
+        decoder_type: str = "llada",
+        encoder_name_or_path: str | None = None,
+        decoder_name_or_path: str | None = None,
+        stack_factor: int = 5,
+        downsample_method: str = "stack",
+        projector_hidden_sizes: list[int] | tuple[int, ...] = (2048, 1024, 2048),
+        projector_activation: str = "silu",
+        prompt: str = DEFAULT_PROMPT,
+        prompt_prefix_ids: list[int] | None = None,
+        prompt_suffix_ids: list[int] | None = None,
+        mask_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        eot_token_id: int | None = LLADA_EOT_TOKEN_ID,
+        pad_token_id: int | None = None,
+        gen_length: int = 128,
+        steps: int = 8,
+        block_length: int | None = None,
+        remasking: str = "low_confidence",
+        temperature: float = 0.0,
+        checkpoint_weights: str = "full",
+        **kwargs: Any,
+    ):
+        if isinstance(encoder_config, dict):
+            encoder_config = WhisperConfig(**{k: v for k, v in encoder_config.items() if k != "model_type"})
+        if decoder_type not in DECODER_TYPES:
+            raise ValueError(f"WhisperLladaConfig: decoder_type must be one of {DECODER_TYPES}, got {decoder_type!r}.")
+        if decoder_type == "causal":
+            if decoder_config is None or (isinstance(decoder_config, dict) and "model_type" not in decoder_config):
+                raise ValueError(
+                    "WhisperLladaConfig: decoder_type='causal' needs a decoder_config with a `model_type` (e.g. a "
+                    "Llama config.json), or a config object."
+                )
+            if isinstance(decoder_config, dict):
+                decoder_config = AutoConfig.for_model(**decoder_config)
+        elif isinstance(decoder_config, dict):
+            decoder_config = LladaConfig(**{k: v for k, v in decoder_config.items() if k != "model_type"})
+        self.decoder_type = decoder_type
+        self.encoder_config = encoder_config if encoder_config is not None else WhisperConfig()
+        self.decoder_config = decoder_config if decoder_config is not None else LladaConfig()
+
+        if downsample_method not in ("stack", "mean"):
+            raise ValueError(f"WhisperLladaConfig: downsample_method must be 'stack' or 'mean', got {downsample_method!r}.")
+        if int(stack_factor) < 1:
+            raise ValueError(f"WhisperLladaConfig: stack_factor must be >= 1, got {stack_factor}.")
+        if checkpoint_weights not in ("full", "trainable"):
+            raise ValueError(
+                f"WhisperLladaConfig: checkpoint_weights must be 'full' or 'trainable', got {checkpoint_weights!r}."
+            )
+        if remasking not in ("low_confidence", "random"):
+            raise ValueError(f"WhisperLladaConfig: remasking must be 'low_confidence' or 'random', got {remasking!r}.")
+        self.encoder_name_or_path = encoder_name_or_path
+        self.decoder_name_or_path = decoder_name_or_path
+        self.stack_factor = int(stack_factor)
+        self.downsample_method = downsample_method
+        self.projector_hidden_sizes = [int(h) for h in projector_hidden_sizes]
+        self.projector_activation = projector_activation
+        self.prompt = prompt
+        self.prompt_prefix_ids = list(prompt_prefix_ids) if prompt_prefix_ids is not None else None
+        self.prompt_suffix_ids = list(prompt_suffix_ids) if prompt_suffix_ids is not None else None
+        dec = self.decoder_config
+        self.mask_token_id = mask_token_id if mask_token_id is not None else getattr(dec, "mask_token_id", None)
+        self.eot_token_id = eot_token_id
+        self.gen_length = gen_length
+        self.steps = steps
+        self.block_length = block_length if block_length is not None else gen_length
+        self.remasking = remasking
+        self.temperature = temperature
+        self.checkpoint_weights = checkpoint_weights
+        eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
+        if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
+            eos_token_id = eos_token_id[0]
+        if pad_token_id is None:
+            pad_token_id = getattr(dec, "pad_token_id", None)
+        super().__init__(
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id if pad_token_id is not None else eos_token_id,
+            **kwargs,
+        )
+
+    @property
+    def speech_embeddings_per_second(self) -> float:
+        """Encoder frames are 50/s for Whisper; the projector sees one embedding per `stack_factor` frames."""
+        return 50.0 / self.stack_factor
+
+
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS", "DECODER_TYPES"]

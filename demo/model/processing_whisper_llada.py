@@ -1,0 +1,265 @@
+"""Processor for whisper-llada: Whisper log-mel features + the decoder's tokenizer, the LLaDA-Instruct chat prompt with
+a speech placeholder, training labels (answer + EOS padding) and transcript decoding."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+try:
+    from .configuration_whisper_llada import DEFAULT_PROMPT
+except ImportError:  # imported as a plain top-level module
+    from configuration_whisper_llada import DEFAULT_PROMPT
+
+SPEECH_PLACEHOLDER = "<|speech|>"
+
+# The chat template of LLaDA-8B-Instruct (tokenizer_config.json), used for small tokenizers built here.
+LLADA_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+)
+LLADA_SPECIAL_TOKENS = ["<|startoftext|>", "<|mdm_mask|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+class AudioInputError(ValueError):
+    """Audio that cannot be transcribed (unreadable, empty, NaN, wrong shape/dtype, too long)."""
+
+
+def load_audio(source: Any, sampling_rate: int = 16000) -> np.ndarray:
+    """Returns mono float32 audio at `sampling_rate` from a path, raw bytes, a numpy array / tensor (assumed to be at
+    `sampling_rate`), or a dict: `{"raw" | "array": ndarray, "sampling_rate": int}` or `{"bytes", "path"}` (the
+    `datasets` `Audio(decode=False)` form). Raises `AudioInputError` naming the source and what was wrong."""
+    name, rate = "<array>", sampling_rate
+    if isinstance(source, dict):
+        if "raw" in source or "array" in source:
+            if "sampling_rate" not in source:
+                raise AudioInputError(
+                    f"An audio dict needs 'raw' (or 'array') and 'sampling_rate', or 'bytes'/'path'; got keys {sorted(source)}."
+                )
+            source, rate = source.get("raw", source.get("array")), int(source["sampling_rate"])
+        elif source.get("bytes") is not None:
+            name, source = source.get("path") or "<bytes>", source["bytes"]
+        elif source.get("path"):
+            source = source["path"]
+        else:
+            raise AudioInputError(f"Audio <audio dict> has neither samples nor bytes nor a path: keys {sorted(source)}.")
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        audio, rate, name = _read_audio_file(source, name)
+    elif isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
+        audio = _as_mono(source, name)
+    else:
+        raise TypeError(f"Audio must be a path, bytes, an array or an audio dict, got {type(source).__name__}.")
+    if audio.size == 0:
+        raise AudioInputError(f"Audio {name} is empty.")
+    if np.isnan(audio).all():
+        raise AudioInputError(f"Audio {name}: all {audio.size} samples are NaN.")
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise AudioInputError(f"Audio {name}: {bad} of {audio.size} samples are NaN or infinite.")
+    if rate <= 0:
+        raise AudioInputError(f"Audio {name}: invalid sampling rate {rate}.")
+    if rate != sampling_rate:
+        import soxr
+
+        audio = soxr.resample(audio, rate, sampling_rate, quality="HQ")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_audio_file(source, name: str) -> tuple[np.ndarray, int, str]:
+    """Decodes a file path or encoded bytes with soundfile; multi-channel audio is averaged to mono."""
+    import soundfile
+
+    if isinstance(source, (bytes, bytearray)):
+        name = "<bytes>" if name == "<array>" else name
+        if len(source) == 0:
+            raise AudioInputError(f"Audio {name} is empty (0 bytes).")
+        handle = io.BytesIO(source)
+    else:
+        name = str(source)
+        if not os.path.exists(source):
+            raise AudioInputError(f"Audio file not found: {source}")
+        if os.path.isdir(source):
+            raise AudioInputError(f"Audio path {source} is a directory, not an audio file.")
+        if os.path.getsize(source) == 0:
+            raise AudioInputError(f"Audio file {source} is empty (0 bytes).")
+        handle = source
+    try:
+        data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
+        detail = str(error).split(": ")[-1] if isinstance(source, (bytes, bytearray)) else str(error)
+        raise AudioInputError(f"Could not read audio {name}: unreadable or corrupt ({detail}).") from error
+    return data.mean(axis=1), rate, name
+
+
+def _as_mono(array: Any, name: str) -> np.ndarray:
+    if torch.is_tensor(array):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.dtype.kind == "i":  # integer PCM
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    elif array.dtype.kind != "f":
+        raise AudioInputError(f"Audio {name} must be a float (or integer PCM) waveform, got dtype {array.dtype}.")
+    if array.ndim == 2:  # (channels, samples) or (samples, channels): average over the short axis
+        array = array.mean(axis=0 if array.shape[0] < array.shape[1] else 1)
+    elif array.ndim != 1:
+        raise AudioInputError(f"Audio {name} must be 1-D (mono) or 2-D (multi-channel), got shape {array.shape}.")
+    return array.astype(np.float32)
+
+
+def decode_transcript(tokenizer, ids, stop_ids, drop_ids) -> str:
+    """Decodes one generated row: cut at the first stop id (EOS/EOT), drop mask/pad ids, skip special tokens."""
+    kept = []
+    for token in ids:
+        if token in stop_ids:
+            break
+        if token not in drop_ids:
+            kept.append(token)
+    return tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+class WhisperLladaProcessor(ProcessorMixin):
+    """WhisperFeatureExtractor + the decoder's tokenizer.
+
+    - `processor(audio=..., sampling_rate=...)` -> `input_features` (B, n_mels, 3000) + `attention_mask` (B, 3000);
+      audio over the encoder's 30 s window is rejected, not silently truncated.
+    - `processor(text=[...])` -> `labels`: transcript ids + EOS, padded with EOS (the padding is part of the loss).
+    - `prompt_ids()` -> the chat-prompt ids before and after the speech embeddings (LLaDA-Instruct template, the
+      speech right before the user turn's <|eot_id|>).
+    - `batch_decode(ids)` cuts at EOS/EOT and drops mask/pad ids.
+    """
+
+    attributes = ["feature_extractor", "tokenizer"]
+    feature_extractor_class = "WhisperFeatureExtractor"
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, feature_extractor=None, tokenizer=None, prompt: str = DEFAULT_PROMPT, **kwargs):
+        self.prompt = prompt
+        super().__init__(feature_extractor, tokenizer, **kwargs)
+
+    # -- special ids -------------------------------------------------------------------------------------------------
+
+    def _token_id(self, token: str) -> int | None:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        return None if token_id is None or token_id == self.tokenizer.unk_token_id else token_id
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._token_id("<|mdm_mask|>")
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def eot_token_id(self) -> int | None:
+        return self._token_id("<|eot_id|>")
+
+    # -- prompt ------------------------------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt: str | None = None) -> tuple[list[int], list[int]]:
+        """Token ids of the chat prompt before and after the speech embeddings."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("The tokenizer has no chat template; use LLaDA-Instruct's (see LLADA_CHAT_TEMPLATE).")
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": (prompt or self.prompt) + SPEECH_PLACEHOLDER}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        if text.count(SPEECH_PLACEHOLDER) != 1:
+            raise ValueError("The chat template must keep the speech placeholder exactly once.")
+        before, after = text.split(SPEECH_PLACEHOLDER)
+        encode = lambda part: self.tokenizer(part, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return encode(before), encode(after)
+
+    # -- audio and labels --------------------------------------------------------------------------------------------
+
+    def __call__(self, audio=None, text=None, sampling_rate: int | None = None, return_tensors="pt", **kwargs):
+        if audio is None and text is None:
+            raise ValueError("WhisperLladaProcessor needs `audio` and/or `text`.")
+        output = BatchFeature()
+        if audio is not None:
+            output.update(self.extract_features(audio, sampling_rate))
+        if text is not None:
+            output["labels"] = self.make_labels(text, max_length=kwargs.get("max_label_length"))
+        return output
+
+    def extract_features(self, audio, sampling_rate: int | None = None) -> BatchFeature:
+        fe = self.feature_extractor
+        rate = sampling_rate or fe.sampling_rate
+        single = isinstance(audio, (str, os.PathLike, bytes, dict)) or (
+            isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 1
+        )
+        items = [audio] if single else list(audio)
+        waves = []
+        for index, item in enumerate(items):
+            wave = load_audio(item if not isinstance(item, (np.ndarray, torch.Tensor)) else
+                              {"array": item, "sampling_rate": rate}, fe.sampling_rate)
+            if len(wave) > fe.n_samples:
+                raise AudioInputError(
+                    f"Audio item {index} is {len(wave) / fe.sampling_rate:.1f} s long; the Whisper encoder sees at "
+                    f"most {fe.n_samples / fe.sampling_rate:.0f} s. Split it into shorter segments."
+                )
+            waves.append(wave)
+        return fe(waves, sampling_rate=fe.sampling_rate, return_attention_mask=True, return_tensors="pt")
+
+    def make_labels(self, text, max_length: int | None = None) -> torch.LongTensor:
+        """Answer ids + EOS, right-padded with EOS to the longest (or `max_length`, truncating)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        eos = self.eos_token_id
+        rows = []
+        for index, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"Transcript {index} is empty or not a string: {t!r}.")
+            ids = self.tokenizer(t.strip(), add_special_tokens=False)["input_ids"] + [eos]
+            rows.append(ids[:max_length] if max_length else ids)
+        width = max_length or max(len(r) for r in rows)
+        return torch.tensor([r + [eos] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    # -- decoding ----------------------------------------------------------------------------------------------------
+
+    def batch_decode(self, ids, **kwargs) -> list[str]:
+        if torch.is_tensor(ids):
+            ids = ids.tolist()
+        stop = {i for i in (self.eos_token_id, self.eot_token_id) if i is not None}
+        drop = {i for i in (self.mask_token_id, self.tokenizer.pad_token_id) if i is not None}
+        return [decode_transcript(self.tokenizer, row, stop, drop) for row in ids]
+
+    def decode(self, ids, **kwargs) -> str:
+        if torch.is_tensor(ids):
+            ids = ids.tolist()
+        return self.batch_decode([ids])[0]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_features", "attention_mask", "labels"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Registers the class for `AutoProcessor` first, so that processor_config.json carries the `auto_map` and
+        `AutoProcessor.from_pretrained(..., trust_remote_code=True)` builds this class (not a bare tokenizer)."""
+        self.register_for_auto_class()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def build_llada_style_tokenizer(tokenizer_file: str):
+    """A fast tokenizer for small LLaDA-architecture decoders: any `tokenizer.json` (e.g. Whisper tiny.en's) plus
+    LLaDA's special tokens (<|mdm_mask|>, <|eot_id|>, header tokens, BOS) and LLaDA-Instruct's chat template.
+    EOS/pad is the base tokenizer's <|endoftext|>."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file)
+    tokenizer.add_special_tokens(
+        {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+         "additional_special_tokens": LLADA_SPECIAL_TOKENS[1:]}
+    )
+    tokenizer.chat_template = LLADA_CHAT_TEMPLATE
+    return tokenizer
+
+
+__all__ = ["WhisperLladaProcessor", "load_audio", "build_llada_style_tokenizer", "AudioInputError"]

@@ -1,0 +1,444 @@
+"""The autoregressive baseline: whisper-llada with a causal-LM decoder (`decoder_type="causal"`, a tiny random Llama).
+
+Loss = next-token cross-entropy on the answer only; `generate` = transformers' greedy / beam search over the speech
+prefix; save/load as remote code, the pipeline, trainable-only checkpoints, LoRA target names, train_hf.py from scratch
+and eval_hf.py's AR rows next to the diffusion rows."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, TINY_VOCAB, WHISPER_TINY, needs_shared, tiny_config
+
+
+def tiny_llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    # initializer_range 0.5: random weights that give varied greedy tokens (the default 0.02 repeats one token)
+    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                  vocab_size=TINY_VOCAB, max_position_embeddings=512, eos_token_id=EOS_ID, pad_token_id=EOS_ID,
+                  bos_token_id=BOS_ID, tie_word_embeddings=False, initializer_range=0.5)
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def tiny_causal_config(**overrides):
+    values = dict(decoder_config=tiny_llama_config(), decoder_type="causal", mask_token_id=MASK_ID, gen_length=12)
+    values.update(overrides)
+    return tiny_config(**values)
+
+
+@pytest.fixture(scope="module")
+def causal_model():
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    torch.manual_seed(0)
+    return WhisperLladaForConditionalGeneration(tiny_causal_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Two utterances of different lengths (mel masks of 1000 and 380 frames) and EOS-padded labels."""
+    torch.manual_seed(1)
+    features = torch.randn(2, 80, 3000)
+    mask = torch.zeros(2, 3000, dtype=torch.long)
+    mask[0, :1000] = 1
+    mask[1, :380] = 1
+    labels = torch.tensor([[5, 6, 7, 8, EOS_ID, EOS_ID], [9, 10, EOS_ID, EOS_ID, EOS_ID, EOS_ID]])
+    return features, mask, labels
+
+
+def unpadded_prefix(model, features, mask, row):
+    """The prefix embeddings of one utterance, without the left padding."""
+    prefix, prefix_mask = model.prepare_prefix(features, mask)
+    return prefix[row, prefix_mask[row].bool()][None]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Configuration and construction
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_config_builds_causal_decoder_from_dict(causal_model):
+    from transformers import LlamaForCausalLM
+
+    from configuration_whisper_llada import WhisperLladaConfig
+
+    assert isinstance(causal_model.decoder, LlamaForCausalLM)
+    assert causal_model.projector.mlp[-1].out_features == 32
+    config = WhisperLladaConfig(**causal_model.config.to_dict())  # dict with model_type -> AutoConfig.for_model
+    assert config.decoder_type == "causal" and type(config.decoder_config).__name__ == "LlamaConfig"
+    assert (config.eos_token_id, config.pad_token_id, config.mask_token_id) == (EOS_ID, EOS_ID, MASK_ID)
+    with pytest.raises(ValueError, match="model_type"):
+        WhisperLladaConfig(decoder_type="causal", decoder_config={"hidden_size": 32})
+    with pytest.raises(ValueError, match="decoder_type"):
+        WhisperLladaConfig(decoder_type="seq2seq")
+    assert WhisperLladaConfig().decoder_type == "llada"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_training_step_only_projector_learns(causal_model, batch):
+    features, mask, labels = batch
+    model = causal_model.train()
+    try:
+        model.zero_grad()
+        out = model(input_features=features, attention_mask=mask, labels=labels)
+        assert torch.isfinite(out.loss) and out.loss.item() > 0
+        assert out.logits.shape == (2, labels.shape[1], TINY_VOCAB)
+        out.loss.backward()
+        grads = {name: p.grad for name, p in model.named_parameters()}
+        assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in grads if n.startswith("projector."))
+        assert all(grads[n] is None for n in grads if not n.startswith("projector."))
+    finally:
+        model.zero_grad()
+        model.eval()
+
+
+def test_loss_is_next_token_cross_entropy(causal_model, batch):
+    """Independent computation: each utterance alone (no padding), decoder on [prefix] + answer, logits at the
+    position before each answer token, targets = transcript + first EOS."""
+    features, mask, labels = batch
+    model = causal_model
+    with torch.no_grad():
+        loss = model(input_features=features, attention_mask=mask, labels=labels).loss
+        embed = model.decoder.get_input_embeddings()
+        total, count = 0.0, 0
+        for row in range(2):
+            prefix = unpadded_prefix(model, features, mask, row)
+            answer = labels[row].tolist()
+            answer = answer[: answer.index(EOS_ID) + 1]
+            inputs = torch.cat((prefix, embed(torch.tensor([answer]))), dim=1)
+            logits = model.decoder(inputs_embeds=inputs).logits[0]
+            width = prefix.shape[1]
+            for j, token in enumerate(answer):
+                total += F.cross_entropy(logits[width - 1 + j][None], torch.tensor([token]), reduction="sum").item()
+                count += 1
+    assert count == 4 + 1 + 2 + 1
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_eos_padding_and_ignored_labels_are_not_in_the_loss(causal_model, batch):
+    features, mask, labels = batch
+    longer = torch.cat((labels, torch.full((2, 5), EOS_ID)), dim=1)
+    ignored = labels.clone()
+    ignored[1, 4:] = -100
+    with torch.no_grad():
+        reference = causal_model(input_features=features, attention_mask=mask, labels=labels).loss
+        assert causal_model(input_features=features, attention_mask=mask, labels=longer).loss.item() == pytest.approx(
+            reference.item(), rel=1e-5)
+        assert causal_model(input_features=features, attention_mask=mask, labels=ignored).loss.item() == pytest.approx(
+            reference.item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def manual_greedy(model, prefix, max_new_tokens):
+    """Greedy decoding with full recomputation (no cache), stopping at EOS/EOT, padded with EOS."""
+    embed = model.decoder.get_input_embeddings()
+    tokens = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            inputs = torch.cat((prefix, embed(torch.tensor([tokens], dtype=torch.long))), dim=1)
+            token = int(model.decoder(inputs_embeds=inputs).logits[0, -1].argmax())
+            tokens.append(token)
+            if token in (EOS_ID, EOT_ID):
+                break
+    return tokens + [EOS_ID] * (max_new_tokens - len(tokens))
+
+
+def pad_eos(ids, length):
+    return ids.tolist() + [EOS_ID] * (length - ids.shape[-1])
+
+
+def test_greedy_generation_matches_manual_loop(causal_model, batch):
+    features, mask, _ = batch
+    ids = causal_model.generate(features, mask, gen_length=10)
+    assert ids.dtype == torch.long and ids.shape[0] == 2 and ids.shape[1] <= 10
+    for row in range(2):
+        expected = manual_greedy(causal_model, unpadded_prefix(causal_model, features, mask, row), 10)
+        assert pad_eos(ids[row], 10) == expected
+    assert len(set(ids.flatten().tolist())) > 2, "random weights should give varied tokens"
+    # batched (left-padded, mixed lengths) == one by one
+    for row in range(2):
+        alone = causal_model.generate(features[row : row + 1], mask[row : row + 1], gen_length=10)
+        assert pad_eos(alone[0], 10) == pad_eos(ids[row], 10)
+    # the config's gen_length is the default; max_new_tokens is accepted too
+    assert causal_model.generate(features, mask).shape[1] <= causal_model.config.gen_length
+    assert torch.equal(causal_model.generate(features, mask, max_new_tokens=10), ids)
+
+
+def test_beam_search_is_allowed(causal_model, batch):
+    features, mask, _ = batch
+    greedy = causal_model.generate(features, mask, gen_length=6)
+    assert torch.equal(causal_model.generate(features, mask, gen_length=6, num_beams=1), greedy)
+    beams = causal_model.generate(features, mask, gen_length=6, num_beams=3)
+    assert beams.shape[0] == 2 and beams.shape[1] <= 6 and int(beams.max()) < TINY_VOCAB
+
+
+@pytest.mark.parametrize("kwargs", [{"decoding": "A"}, {"steps": 8}, {"block_length": 4}, {"remasking": "random"},
+                                    {"threshold": 0.9}, {"kv_cache": "dual"}, {"early_stop": True},
+                                    {"temperature": 0.7}])
+def test_diffusion_settings_are_rejected(causal_model, batch, kwargs):
+    features, mask, _ = batch
+    with pytest.raises(ValueError, match="causal"):
+        causal_model.generate(features, mask, **kwargs)
+
+
+def test_llada_model_still_rejects_beam_search(tiny_model, batch):
+    features, mask, _ = batch
+    with pytest.raises(ValueError, match="Beam search"):
+        tiny_model.generate(features, mask, num_beams=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# With the real Whisper tokenizer / encoder: remote code, pipeline, trainable-only checkpoints, LoRA, train_hf, eval_hf
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def llama_config_for(processor, **overrides):
+    tokenizer = processor.tokenizer
+    return tiny_llama_config(vocab_size=len(tokenizer), eos_token_id=processor.eos_token_id,
+                             pad_token_id=processor.eos_token_id, bos_token_id=tokenizer.bos_token_id, **overrides)
+
+
+def make_tiny_causal_asr_model(processor):
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_causal_config(decoder_config=llama_config_for(processor, tie_word_embeddings=True),
+                                prompt_prefix_ids=prefix_ids, prompt_suffix_ids=suffix_ids,
+                                mask_token_id=processor.mask_token_id, eos_token_id=processor.eos_token_id,
+                                pad_token_id=processor.eos_token_id, eot_token_id=processor.eot_token_id,
+                                gen_length=16)
+    torch.manual_seed(0)
+    return WhisperLladaForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    if not WHISPER_TINY.exists():
+        pytest.skip(f"{WHISPER_TINY} not available")
+    from test_remote_code import make_processor
+
+    return make_processor()
+
+
+@pytest.fixture(scope="module")
+def asr_model(processor):
+    return make_tiny_causal_asr_model(processor)
+
+
+@needs_shared(WHISPER_TINY)
+def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp_path):
+    from test_remote_code import CHILD_SCRIPT, PACKAGE_FILES, synthetic_speech
+
+    saved = tmp_path / "causal"
+    asr_model.save_pretrained(saved)
+    processor.save_pretrained(saved)
+    assert PACKAGE_FILES <= set(os.listdir(saved))
+    config = json.loads((saved / "config.json").read_text())
+    assert config["decoder_type"] == "causal" and config["decoder_config"]["model_type"] == "llama"
+
+    audio = synthetic_speech()
+    features = processor(audio=audio, sampling_rate=16000)
+    expected_ids = asr_model.generate(features["input_features"], features["attention_mask"])
+    inputs_file = tmp_path / "inputs.pt"
+    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
+               inputs_file)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, str(saved), str(inputs_file)], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["repo_importable"] is False
+    assert result["classes"] == ["WhisperLladaConfig", "WhisperLladaForConditionalGeneration",
+                                 "WhisperLladaForConditionalGeneration", "WhisperLladaProcessor",
+                                 "WhisperLladaASRPipeline", "WhisperLladaForConditionalGeneration"]
+    assert result["ids_model"] == expected_ids.tolist() and result["ids_s2s"] == expected_ids.tolist()
+    assert result["pipeline"] == {"text": processor.batch_decode(expected_ids)[0]}
+
+
+@needs_shared(LIBRISPEECH)
+def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
+    from test_remote_code import first_librispeech_flac, make_pipeline
+
+    calls = []
+    original = type(asr_model).generate
+
+    def recording(self, *args, **kwargs):
+        ids = original(self, *args, **kwargs)
+        calls.append({**kwargs, "ids": ids})
+        return ids
+
+    monkeypatch.setattr(type(asr_model), "generate", recording)
+    asr = make_pipeline(asr_model, processor)
+    path = first_librispeech_flac()
+    out = asr(str(path))
+    assert set(out) == {"text"} and out["text"] == processor.batch_decode(calls[-1]["ids"])[0]
+    beams = asr(str(path), generate_kwargs={"num_beams": 2, "max_new_tokens": 8})
+    assert calls[-1]["num_beams"] == 2 and calls[-1]["ids"].shape[1] <= 8 and isinstance(beams["text"], str)
+    with pytest.raises(ValueError, match="causal"):
+        asr(str(path), generate_kwargs={"decoding": "B"})
+
+
+@needs_shared(WHISPER_TINY)
+def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from test_remote_code import synthetic_speech
+
+    torch.manual_seed(0)
+    decoder_dir = tmp_path / "tiny-llama"
+    LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
+    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
+        WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
+        gen_length=8,
+    ).eval()
+    c = model.config
+    assert c.checkpoint_weights == "trainable" and c.decoder_type == "causal"
+    assert isinstance(model.decoder, LlamaForCausalLM) and c.decoder_name_or_path == str(decoder_dir)
+    assert (c.eos_token_id, c.eot_token_id) == (processor.eos_token_id, processor.eot_token_id)
+    assert c.prompt_prefix_ids == processor.prompt_ids()[0]
+    with torch.no_grad():
+        for parameter in model.projector.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    weights = load_file(checkpoint / "model.safetensors")
+    assert set(weights) == {name for name, _ in model.projector.named_parameters(prefix="projector")}
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
+    assert reloaded.config.decoder_type == "causal" and isinstance(reloaded.decoder, LlamaForCausalLM)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    features = processor(audio=synthetic_speech(), sampling_rate=16000)
+    expected = model.generate(features["input_features"], features["attention_mask"])
+    assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]), expected)
+
+
+@needs_shared(WHISPER_TINY)
+def test_lora_targets_llama_modules_and_merges_on_load(processor, tmp_path):
+    import train_hf
+    from transformers import LlamaForCausalLM
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from test_remote_code import synthetic_speech
+
+    torch.manual_seed(0)
+    decoder_dir = tmp_path / "tiny-llama"
+    LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
+    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
+        WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
+        gen_length=8,
+    ).eval()
+    train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_dropout=0.0))
+    adapted = {name.split(".lora_")[0] for name, p in model.named_parameters() if ".lora_" in name and p.requires_grad}
+    assert {name.rsplit(".", 1)[-1] for name in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                             "up_proj", "down_proj"}
+    assert len(adapted) == 7 * 2 and all(".model.layers." in name for name in adapted)  # not the LM head
+    assert model.config.lora["target_modules"] == train_hf.LORA_TARGETS_CAUSAL.split(",")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".lora_B" in name:
+                parameter.normal_(0, 0.5)
+    features = processor(audio=synthetic_speech(), sampling_rate=16000)
+    labels = processor(text=["hello world"])["labels"]
+    with torch.no_grad():
+        expected = model(input_features=features["input_features"], attention_mask=features["attention_mask"],
+                         labels=labels).loss
+    model.save_pretrained(tmp_path / "lora")
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "lora")
+    with torch.no_grad():
+        loss = reloaded(input_features=features["input_features"], attention_mask=features["attention_mask"],
+                        labels=labels).loss
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@needs_shared(WHISPER_TINY)
+def test_train_hf_builds_a_causal_decoder_from_scratch():
+    import train_hf
+    from transformers import LlamaForCausalLM
+
+    model_args = train_hf.ModelArguments(
+        encoder_name_or_path=str(WHISPER_TINY), decoder_type="causal", projector_hidden_sizes=[32],
+        decoder_config={"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                        "intermediate_size": 48, "tie_word_embeddings": True},
+        checkpoint_weights="full", train_decoder=True,
+    )
+    model, processor = train_hf.build_model(model_args)
+    assert isinstance(model.decoder, LlamaForCausalLM) and model.config.decoder_type == "causal"
+    assert model.decoder.config.vocab_size == len(processor.tokenizer)
+    assert model.config.eos_token_id == processor.eos_token_id == model.decoder.config.eos_token_id
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"projector", "decoder"}
+    with pytest.raises(ValueError, match="model_type"):
+        train_hf.build_model(train_hf.ModelArguments(encoder_name_or_path=str(WHISPER_TINY), decoder_type="causal",
+                                                     decoder_config={"hidden_size": 32}))
+
+
+@needs_shared(WHISPER_TINY)
+def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, tmp_path):
+    import eval_hf
+    from test_eval import CLIPS, DEMO_AUDIO
+    from test_remote_code import make_tiny_asr_model
+
+    causal_dir, llada_dir = tmp_path / "ar", tmp_path / "llada"
+    for model, directory in ((asr_model, causal_dir), (make_tiny_asr_model(processor), llada_dir)):
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
+    lines = [json.loads(line) for line in (DEMO_AUDIO / "manifest.jsonl").read_text().splitlines()]
+    manifest = tmp_path / "two.jsonl"
+    manifest.write_text("".join(json.dumps({**line, "audio_filepath": str(DEMO_AUDIO / line["audio_filepath"])}) + "\n"
+                                for line in lines if line["key"] in CLIPS[:2]))
+
+    d = eval_hf.parse_decoding("AR,num_beams=2")
+    assert d.autoregressive and d.name == "AR,num_beams=2" and d.generate_kwargs() == {"num_beams": 2}
+    assert eval_hf.parse_decoding("AR", threshold=0.9).generate_kwargs() == {}  # global approximations: not for AR
+    with pytest.raises(ValueError, match="AR decoding takes only"):
+        eval_hf.parse_decoding("AR,steps=4")
+    with pytest.raises(ValueError, match="AR"):
+        eval_hf.parse_decoding("B,num_beams=2")
+
+    out = tmp_path / "out"
+    common = ["--data", str(manifest), "--device", "cpu", "--warmup_batches", "0", "--no_progress", "--batch_size", "2"]
+    assert eval_hf.main(["--model", str(llada_dir), str(causal_dir), "--decoding", "A", "AR", "AR,num_beams=2",
+                         "--output_dir", str(out), *common]) == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = [(r["model"], r["decoding"]) for r in report["results"]]
+    assert rows == [(str(llada_dir), "A"), (str(causal_dir), "AR"), (str(causal_dir), "AR,num_beams=2")]
+    ar = report["results"][1]
+    assert (ar["steps"], ar["gen_length"], ar["block_length"], ar["num_beams"]) == (None, 16, None, 1)
+    assert ar["num_utterances"] == 2 and ar["wer"] >= 0 and ar["rtfx"] > 0
+    assert report["results"][2]["num_beams"] == 2
+    table = (out / "results.md").read_text()
+    assert f"| {llada_dir} | A | 1 / 16 / 16 |" in table and f"| {causal_dir} | AR | – / 16 / – |" in table
+    assert (out / f"hypotheses_{eval_hf.safe_name(str(causal_dir))}_AR_two.jsonl").exists()
+
+    # a decoding that fits no model, and a model left without decodings, are errors; defaults are filtered
+    with pytest.raises(SystemExit, match="apply to none"):
+        eval_hf.main(["--model", str(llada_dir), "--decoding", "A", "AR", "--output_dir", str(tmp_path / "x"),
+                      *common])
+    with pytest.raises(SystemExit, match="applies to model"):
+        eval_hf.main(["--model", str(causal_dir), "--decoding", "A", "--output_dir", str(tmp_path / "y"), *common])
+    assert eval_hf.main(["--model", str(causal_dir), "--output_dir", str(tmp_path / "z"), *common,
+                         "--max_utterances", "1"]) == 0
+    assert [r["decoding"] for r in json.loads((tmp_path / "z" / "results.json").read_text())["results"]] == ["AR"]
