@@ -277,17 +277,9 @@ def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp
 
 @needs_shared(LIBRISPEECH)
 def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
-    from test_remote_code import first_librispeech_flac, make_pipeline
+    from test_remote_code import first_librispeech_flac, make_pipeline, record_generate
 
-    calls = []
-    original = type(asr_model).generate
-
-    def recording(self, *args, **kwargs):
-        ids = original(self, *args, **kwargs)
-        calls.append({**kwargs, "ids": ids})
-        return ids
-
-    monkeypatch.setattr(type(asr_model), "generate", recording)
+    calls = record_generate(asr_model, monkeypatch)
     asr = make_pipeline(asr_model, processor)
     path = first_librispeech_flac()
     out = asr(str(path))
@@ -298,13 +290,11 @@ def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
         asr(str(path), generate_kwargs={"decoding": "B"})
 
 
-@needs_shared(WHISPER_TINY)
-def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
-    from safetensors.torch import load_file
+def causal_model_from_checkpoints(processor, tmp_path):
+    """A tiny Llama saved to disk + the real Whisper tiny.en encoder, built like a user would from base checkpoints."""
     from transformers import LlamaForCausalLM
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-    from test_remote_code import synthetic_speech
 
     torch.manual_seed(0)
     decoder_dir = tmp_path / "tiny-llama"
@@ -313,6 +303,18 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
         WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
         gen_length=8,
     ).eval()
+    return decoder_dir, model
+
+
+@needs_shared(WHISPER_TINY)
+def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from test_remote_code import synthetic_speech
+
+    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
     c = model.config
     assert c.checkpoint_weights == "trainable" and c.decoder_type == "causal"
     assert isinstance(model.decoder, LlamaForCausalLM) and c.decoder_name_or_path == str(decoder_dir)
@@ -338,18 +340,11 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
 @needs_shared(WHISPER_TINY)
 def test_lora_targets_llama_modules_and_merges_on_load(processor, tmp_path):
     import train_hf
-    from transformers import LlamaForCausalLM
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
     from test_remote_code import synthetic_speech
 
-    torch.manual_seed(0)
-    decoder_dir = tmp_path / "tiny-llama"
-    LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
-    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
-        gen_length=8,
-    ).eval()
+    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
     train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_dropout=0.0))
     adapted = {name.split(".lora_")[0] for name, p in model.named_parameters() if ".lora_" in name and p.requires_grad}
     assert {name.rsplit(".", 1)[-1] for name in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",

@@ -204,9 +204,8 @@ def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor,
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def recording_pipeline(model, processor, monkeypatch):
-    """The pipeline with `model.generate` wrapped to record its keyword arguments and returned ids."""
+def record_generate(model, monkeypatch) -> list[dict]:
+    """Wraps `model.generate` to record each call's keyword arguments and returned ids."""
     calls = []
     original = type(model).generate
 
@@ -216,6 +215,13 @@ def recording_pipeline(model, processor, monkeypatch):
         return ids
 
     monkeypatch.setattr(type(model), "generate", generate)
+    return calls
+
+
+@pytest.fixture
+def recording_pipeline(model, processor, monkeypatch):
+    """The pipeline with `model.generate` recording its keyword arguments and returned ids."""
+    calls = record_generate(model, monkeypatch)
     return make_pipeline(model, processor), calls
 
 
