@@ -8,8 +8,10 @@
     # 2. GPU: random weights with the real shapes (LLaDA-8B decoder in bf16, whisper-large-v3 encoder), synthetic audio
     #    with LibriSpeech-like durations, batch size 1 and the largest that fits; fixed-step exact decoding is the
     #    headline, caching/threshold rows are labelled (random weights make them unrepresentative).
-    python bench_hf.py gpu [--batch_sizes 1 64 32 16] [--num_utterances 128]
+    python bench_hf.py gpu [--batch_sizes 1 64 32 16] [--num_utterances 128] [--variants A B C]
     python bench_hf.py gpu --tiny --device cpu     # smoke test of the GPU script on small shapes (not reported)
+    # Rows are kept in outputs/bench_gpu_results.json and merged across runs on the same device, so the variants can
+    # be measured in several shorter runs (e.g. `--variants A B`, then `--variants C`) and the table holds them all.
 
 RTFx = total audio seconds / total processing seconds (feature extraction + encoder + decoding + detokenisation),
 with device synchronisation. Utterances are sorted by duration before batching (length bucketing).
@@ -85,6 +87,17 @@ GPU_VARIANTS = [Variant("A"), Variant("B"), Variant("C"), Variant("B", kv_cache=
                 Variant("C", kv_cache="dual", threshold=0.9)]
 
 
+def select_variants(variants: list[Variant], names: list[str] | None) -> list[Variant]:
+    """The variants named in `names` (all when None), in table order; unknown names are an error."""
+    if not names:
+        return variants
+    known = {v.name: v for v in variants}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"bench_hf.py: unknown --variants {unknown}; expected names among {list(known)}")
+    return [v for v in variants if v.name in names]
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -134,9 +147,12 @@ def write_section(name: str, body: str) -> None:
     os.replace(tmp, BENCHMARKS)
 
 
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def header(device_text: str) -> str:
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    return (f"- date: {datetime.date.today().isoformat()}\n- device: {device_text}\n- command: `{command}`\n"
+    return (f"- date: {datetime.date.today().isoformat()}\n- device: {device_text}\n- command: `{command_line()}`\n"
             f"- torch {torch.__version__}, Python {platform.python_version()}\n")
 
 
@@ -167,7 +183,7 @@ def run_cpu(args) -> None:
         texts, seconds = time_whisper_ar(whisper, whisper_processor, waves, args.batch_size)
         whisper_rtfx = audio_seconds / seconds
         rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx, True))
-        for variant in [v for v in CPU_VARIANTS if not args.variants or v.name in args.variants]:
+        for variant in select_variants(CPU_VARIANTS, args.variants):
             time_whisper_llada(model, processor, waves[:1], variant, 1, device)  # warm-up
             texts, seconds = time_whisper_llada(model, processor, waves, variant, args.batch_size, device)
             rows.append((f"demo whisper-llada {variant.name}", wer_percent(references, texts), audio_seconds / seconds,
@@ -228,7 +244,27 @@ def librispeech_like_durations(count: int, seed: int = 0) -> list[float]:
     return sorted(durations.tolist())
 
 
-def run_gpu(args) -> None:
+def merge_gpu_results(path: Path, device_name: str, new: list[dict]) -> list[dict]:
+    """Rows of earlier runs on the same device (same shapes) plus `new`, which replaces rows of the same variant; the
+    file is rewritten atomically. Another device starts a fresh file."""
+    rows: list[dict] = []
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("device") == device_name:
+            measured = {r["variant"] for r in new}
+            rows = [r for r in saved["results"] if r["variant"] not in measured]
+    rows += new
+    order = {v.name: i for i, v in enumerate(GPU_VARIANTS)}
+    rows.sort(key=lambda r: (order.get(r["variant"], len(order)), r["batch_size"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump({"device": device_name, "results": rows}, out, indent=1)
+    os.replace(tmp, path)
+    return rows
+
+
+def run_gpu(args) -> list[dict]:
     from transformers import WhisperFeatureExtractor
 
     device = torch.device(args.device)
@@ -248,7 +284,7 @@ def run_gpu(args) -> None:
     processor.batch_decode = decode_ids
     results = []
     with torch.inference_mode():
-        for variant in GPU_VARIANTS:
+        for variant in select_variants(GPU_VARIANTS, args.variants):
             for batch_size in args.batch_sizes:
                 try:
                     time_whisper_llada(model, processor, waves[:batch_size], variant, batch_size, device)  # warm-up
@@ -261,14 +297,16 @@ def run_gpu(args) -> None:
                     continue
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
                 results.append({"variant": variant.name, "exact": variant.exact, "batch_size": batch_size,
-                                "rtfx": audio_seconds / seconds, "peak_gib": peak})
+                                "rtfx": audio_seconds / seconds, "peak_gib": peak, "command": command_line(),
+                                "date": datetime.date.today().isoformat()})
                 print(results[-1], flush=True)
                 if batch_size > 1:
                     break  # the largest batch size that fits is the one reported besides batch size 1
     if args.tiny:
         print(json.dumps(results, indent=1))
-        return
+        return results
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    results = merge_gpu_results(Path(args.results), name, results)
     body = ["## GPU: LLaDA-8B (bf16) + whisper-large-v3 shapes, random weights\n", header(name),
             f"- {len(waves)} synthetic utterances, {audio_seconds:.0f} s of audio (mean {np.mean(durations):.1f} s, "
             f"max {max(durations):.1f} s); gen_length 128; sorted by duration then batched\n",
@@ -279,10 +317,15 @@ def run_gpu(args) -> None:
         target = TARGET_RTFX.get(preset, "") if r["exact"] else ""
         body.append(f"| {r['variant']} | {'yes' if r['exact'] else 'approx. (random weights: unrepresentative)'} | "
                     f"{r['batch_size']} | {r['rtfx']:.1f} | {r['peak_gib']:.1f} | {ref} | {target} |")
+    commands = sorted({(r["date"], r["command"]) for r in results})
+    if len(commands) > 1:
+        body.append("\nRows were measured by these runs (same device, same synthetic set):")
+        body += [f"- {date}: `{command}`" for date, command in commands]
     write_section("gpu", "\n".join(body))
+    return results
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part", required=True)
     cpu = sub.add_parser("cpu", help="demo model vs Whisper tiny.en on CPU")
@@ -299,7 +342,15 @@ def main(argv=None) -> int:
                      help="1 first, then candidates from large to small: the first that fits is reported")
     gpu.add_argument("--num_utterances", type=int, default=128)
     gpu.add_argument("--tiny", action="store_true", help="small shapes, print only (smoke test)")
-    args = parser.parse_args(argv)
+    gpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                     help=f"subset of rows by name (default all): {', '.join(repr(v.name) for v in GPU_VARIANTS)}")
+    gpu.add_argument("--results", default=str(ROOT / "outputs" / "bench_gpu_results.json"),
+                     help="rows of this device kept across runs (merged by variant)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     run_cpu(args) if args.part == "cpu" else run_gpu(args)
     return 0
 

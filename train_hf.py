@@ -658,7 +658,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)
     if training_args.push_to_hub:
         trainer.push_to_hub()
+    end_distributed()
     return {"trainer": trainer, "metrics": metrics, "model": model, "processor": processor, "cache": cache}
+
+
+def end_distributed() -> None:
+    """Under torchrun/accelerate: waits for every rank (rank 0 may still be writing the model), then tears the process
+    group down. Exiting with a live gloo/NCCL group can abort a rank at interpreter shutdown ("terminate called
+    without an active exception"), which fails the whole launch although training finished."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def save_final(model, processor, directory: str, dtype: Optional[str] = None) -> None:

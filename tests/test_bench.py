@@ -1,0 +1,42 @@
+"""bench_hf.py: the GPU benchmark's code path on tiny shapes (CPU), variant selection, and merging of rows measured in
+several runs. No timing is asserted: speed numbers live in BENCHMARKS.md."""
+
+import json
+
+import pytest
+
+import bench_hf
+
+
+def test_gpu_benchmark_runs_on_tiny_shapes():
+    args = bench_hf.build_parser().parse_args(
+        ["gpu", "--tiny", "--device", "cpu", "--num_utterances", "3", "--batch_sizes", "1", "2",
+         "--variants", "A", "C + dual cache"])
+    rows = bench_hf.run_gpu(args)
+    # batch size 1, then the first larger size that fits; both variants; only the cache row is approximate
+    assert [(r["variant"], r["batch_size"], r["exact"]) for r in rows] == [
+        ("A", 1, True), ("A", 2, True), ("C + dual cache", 1, False), ("C + dual cache", 2, False)]
+    assert all(r["rtfx"] > 0 for r in rows)
+
+
+def test_unknown_variant_is_rejected_by_name():
+    with pytest.raises(SystemExit, match="unknown --variants \\['D'\\]"):
+        bench_hf.select_variants(bench_hf.GPU_VARIANTS, ["A", "D"])
+    assert [v.name for v in bench_hf.select_variants(bench_hf.GPU_VARIANTS, ["C", "A"])] == ["A", "C"]
+
+
+def row(variant: str, batch: int, rtfx: float) -> dict:
+    return {"variant": variant, "exact": "+" not in variant, "batch_size": batch, "rtfx": rtfx, "peak_gib": 1.0,
+            "command": f"python bench_hf.py gpu --variants {variant}", "date": "2026-11-24"}
+
+
+def test_gpu_rows_merge_across_runs_on_the_same_device(tmp_path):
+    path = tmp_path / "results.json"
+    bench_hf.merge_gpu_results(path, "H100", [row("C", 1, 5.0), row("C", 16, 50.0)])
+    merged = bench_hf.merge_gpu_results(path, "H100", [row("A", 1, 100.0), row("C", 1, 6.0)])
+    # table order (A before C); the re-measured variant C replaces all of its earlier rows
+    assert [(r["variant"], r["batch_size"], r["rtfx"]) for r in merged] == [("A", 1, 100.0), ("C", 1, 6.0)]
+    assert json.loads(path.read_text())["results"] == merged
+    other = bench_hf.merge_gpu_results(path, "H200", [row("B", 1, 40.0)])
+    assert [r["variant"] for r in other] == ["B"]  # another device starts afresh
+    assert not list(tmp_path.glob(".results.json.*"))  # no temp file left behind
