@@ -148,7 +148,9 @@ class WhisperLladaConfig(PretrainedConfig):
         prompt: the user instruction; the speech embeddings follow it inside the user turn.
         prompt_prefix_ids / prompt_suffix_ids: token ids of the chat prompt before and after the speech embeddings.
             Filled from the tokenizer's chat template by `WhisperLladaProcessor.prompt_ids()`.
-        mask_token_id / eos_token_id / eot_token_id / pad_token_id: special ids of the decoder's tokenizer.
+        mask_token_id / eos_token_id / eot_token_id / pad_token_id: special ids of the decoder's tokenizer. The
+            end-of-turn id also stops generation; it defaults to LLaDA-Instruct's `<|eot_id|>` for a LLaDA decoder
+            and to none for a causal one (another vocabulary: LLaDA's id would be an arbitrary token there).
         gen_length / steps / block_length / remasking / temperature: default decoding settings (config B).
         checkpoint_weights: "full" saves every weight; "trainable" saves only weights with requires_grad (the
             projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load.
@@ -173,7 +175,7 @@ class WhisperLladaConfig(PretrainedConfig):
         prompt_suffix_ids: list[int] | None = None,
         mask_token_id: int | None = None,
         eos_token_id: int | None = None,
-        eot_token_id: int | None = LLADA_EOT_TOKEN_ID,
+        eot_token_id: int | None = None,
         pad_token_id: int | None = None,
         gen_length: int = 128,
         steps: int = 8,
@@ -222,6 +224,8 @@ class WhisperLladaConfig(PretrainedConfig):
         self.prompt_suffix_ids = list(prompt_suffix_ids) if prompt_suffix_ids is not None else None
         dec = self.decoder_config
         self.mask_token_id = mask_token_id if mask_token_id is not None else getattr(dec, "mask_token_id", None)
+        if eot_token_id is None and decoder_type == "llada":
+            eot_token_id = LLADA_EOT_TOKEN_ID  # LLaDA-Instruct's <|eot_id|>; a causal LM's comes from its tokenizer
         self.eot_token_id = eot_token_id
         self.gen_length = gen_length
         self.steps = steps

@@ -79,6 +79,11 @@ def test_config_builds_causal_decoder_from_dict(causal_model):
     with pytest.raises(ValueError, match="decoder_type"):
         WhisperLladaConfig(decoder_type="seq2seq")
     assert WhisperLladaConfig().decoder_type == "llada"
+    # the end-of-turn stop id defaults to LLaDA's only for a LLaDA decoder: in another vocabulary it is a random token
+    assert WhisperLladaConfig().eot_token_id == 126348
+    llama = WhisperLladaConfig(decoder_type="causal", decoder_config={**config.decoder_config.to_dict()})
+    assert llama.eot_token_id is None
+    assert WhisperLladaConfig(decoder_type="causal", decoder_config=config.decoder_config, eot_token_id=7).eot_token_id == 7
 
 
 # ----------------------------------------------------------------------------------------------------------------------

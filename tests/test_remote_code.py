@@ -420,3 +420,11 @@ def test_generation_config_survives_save(model, tmp_path):
     reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path)
     settings = reloaded.decoding_settings()
     assert (settings.steps, settings.temperature) == (2, 0.5)
+
+
+@pytest.mark.parametrize("name", ["configuration_whisper_llada.py", "modeling_whisper_llada.py",
+                                  "processing_whisper_llada.py"])
+def test_demo_model_carries_the_current_remote_code(name):
+    # `trust_remote_code` loads demo/model with the copies saved beside its weights: they must be the package's files
+    assert (ROOT / "demo" / "model" / name).read_text() == (ROOT / name).read_text(), (
+        f"demo/model/{name} is stale: copy {name} into demo/model/")
