@@ -210,3 +210,23 @@ def test_empty_transcript_raises(processor, text):
 def test_needs_audio_or_text(processor):
     with pytest.raises(ValueError, match="needs `audio` and/or `text`"):
         processor()
+
+
+def test_loading_from_a_checkpoint_does_not_ask_about_remote_code(processor, tmp_path, monkeypatch):
+    # a whisper-llada checkpoint's config.json is remote code; the processor must not need it (no trust prompt)
+    import transformers.models.auto.configuration_auto as configuration_auto
+
+    from processing_whisper_llada import WhisperLladaProcessor
+
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "whisper_llada", "auto_map": {"AutoConfig": "configuration_whisper_llada.WhisperLladaConfig"}}))
+
+    def no_prompt(*args, **kwargs):
+        raise AssertionError("the processor asked whether to trust remote code")
+
+    monkeypatch.setattr(configuration_auto, "resolve_trust_remote_code", no_prompt)
+    loaded = WhisperLladaProcessor.from_pretrained(tmp_path)
+    assert type(loaded.feature_extractor).__name__ == "WhisperFeatureExtractor"
+    assert loaded.prompt_ids() == processor.prompt_ids()
+    assert (loaded.mask_token_id, loaded.eot_token_id) == (processor.mask_token_id, processor.eot_token_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import BatchFeature, ProcessorMixin
+from transformers import BatchFeature, PretrainedConfig, ProcessorMixin
 
 try:
     from .configuration_whisper_llada import DEFAULT_PROMPT
@@ -136,12 +136,20 @@ class WhisperLladaProcessor(ProcessorMixin):
     """
 
     attributes = ["feature_extractor", "tokenizer"]
-    feature_extractor_class = "WhisperFeatureExtractor"
-    tokenizer_class = "AutoTokenizer"
 
     def __init__(self, feature_extractor=None, tokenizer=None, prompt: str = DEFAULT_PROMPT, **kwargs):
         self.prompt = prompt
         super().__init__(feature_extractor, tokenizer, **kwargs)
+
+    @classmethod
+    def _load_tokenizer_from_pretrained(cls, sub_processor_type, pretrained_model_name_or_path, subfolder="", **kwargs):
+        # AutoTokenizer reads the model's config.json to pick a tokenizer class; in a whisper-llada checkpoint that
+        # config is remote code, so `WhisperLladaProcessor.from_pretrained(path)` would ask the trust_remote_code
+        # question just to load a tokenizer whose tokenizer_config.json already names its class. A bare config
+        # skips that lookup.
+        kwargs.setdefault("config", PretrainedConfig())
+        return super()._load_tokenizer_from_pretrained(sub_processor_type, pretrained_model_name_or_path, subfolder,
+                                                       **kwargs)
 
     # -- special ids -------------------------------------------------------------------------------------------------
 
