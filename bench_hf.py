@@ -244,13 +244,13 @@ def librispeech_like_durations(count: int, seed: int = 0) -> list[float]:
     return sorted(durations.tolist())
 
 
-def merge_gpu_results(path: Path, device_name: str, new: list[dict]) -> list[dict]:
-    """Rows of earlier runs on the same device (same shapes) plus `new`, which replaces rows of the same variant; the
-    file is rewritten atomically. Another device starts a fresh file."""
+def merge_gpu_results(path: Path, setup: str, new: list[dict]) -> list[dict]:
+    """Rows of earlier runs with the same `setup` (device and synthetic set) plus `new`, which replaces rows of the
+    same variant; the file is rewritten atomically. Another setup starts a fresh file."""
     rows: list[dict] = []
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("device") == device_name:
+        if saved.get("setup") == setup:
             measured = {r["variant"] for r in new}
             rows = [r for r in saved["results"] if r["variant"] not in measured]
     rows += new
@@ -259,7 +259,7 @@ def merge_gpu_results(path: Path, device_name: str, new: list[dict]) -> list[dic
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as out:
-        json.dump({"device": device_name, "results": rows}, out, indent=1)
+        json.dump({"setup": setup, "results": rows}, out, indent=1)
     os.replace(tmp, path)
     return rows
 
@@ -306,7 +306,7 @@ def run_gpu(args) -> list[dict]:
         print(json.dumps(results, indent=1))
         return results
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    results = merge_gpu_results(Path(args.results), name, results)
+    results = merge_gpu_results(Path(args.results), f"{name}; {len(waves)} synthetic utterances", results)
     body = ["## GPU: LLaDA-8B (bf16) + whisper-large-v3 shapes, random weights\n", header(name),
             f"- {len(waves)} synthetic utterances, {audio_seconds:.0f} s of audio (mean {np.mean(durations):.1f} s, "
             f"max {max(durations):.1f} s); gen_length 128; sorted by duration then batched\n",
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                      help=f"subset of rows by name (default all): {', '.join(repr(v.name) for v in GPU_VARIANTS)}")
     gpu.add_argument("--results", default=str(ROOT / "outputs" / "bench_gpu_results.json"),
-                     help="rows of this device kept across runs (merged by variant)")
+                     help="rows kept across runs on the same device and synthetic set (merged by variant)")
     return parser
 
 
