@@ -6,8 +6,6 @@ and eval_hf.py's AR rows next to the diffusion rows."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -247,7 +245,7 @@ def asr_model(processor):
 
 @needs_shared(WHISPER_TINY)
 def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp_path):
-    from test_remote_code import CHILD_SCRIPT, PACKAGE_FILES, synthetic_speech
+    from test_remote_code import PACKAGE_FILES, load_in_clean_process, synthetic_speech
 
     saved = tmp_path / "causal"
     asr_model.save_pretrained(saved)
@@ -259,19 +257,7 @@ def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp
     audio = synthetic_speech()
     features = processor(audio=audio, sampling_rate=16000)
     expected_ids = asr_model.generate(features["input_features"], features["attention_mask"])
-    inputs_file = tmp_path / "inputs.pt"
-    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
-               inputs_file)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, str(saved), str(inputs_file)], cwd=elsewhere, env=env,
-                          capture_output=True, text=True, timeout=300)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = load_in_clean_process(saved, audio, features, tmp_path)
     assert result["repo_importable"] is False
     assert result["classes"] == ["WhisperLladaConfig", "WhisperLladaForConditionalGeneration",
                                  "WhisperLladaForConditionalGeneration", "WhisperLladaProcessor",

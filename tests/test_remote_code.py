@@ -168,15 +168,12 @@ CHILD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor, tmp_path):
-    audio = synthetic_speech()
-    features = processor(audio=audio, sampling_rate=16000)
-    expected_ids = model.generate(features["input_features"], features["attention_mask"], temperature=0.0)
-    expected_text = processor.batch_decode(expected_ids)[0]
+def load_in_clean_process(saved_dir, audio, features, tmp_path) -> dict:
+    """Runs CHILD_SCRIPT on `saved_dir` in a fresh interpreter that cannot import the repository (offline, own modules
+    cache) with the given audio and features; returns its RESULT dict."""
     inputs_file = tmp_path / "inputs.pt"
     torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
                inputs_file)
-
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -186,7 +183,15 @@ def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor,
                           env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    result = json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor, tmp_path):
+    audio = synthetic_speech()
+    features = processor(audio=audio, sampling_rate=16000)
+    expected_ids = model.generate(features["input_features"], features["attention_mask"], temperature=0.0)
+    expected_text = processor.batch_decode(expected_ids)[0]
+    result = load_in_clean_process(saved_dir, audio, features, tmp_path)
 
     assert result["repo_importable"] is False, "the child process must not see the repository's modules"
     assert result["classes"] == ["WhisperLladaConfig", "WhisperLladaForConditionalGeneration",
