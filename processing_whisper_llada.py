@@ -98,7 +98,12 @@ def _read_audio_file(source, name: str) -> tuple[np.ndarray, int, str]:
     return data.mean(axis=1), rate, name
 
 
+MAX_CHANNELS = 8  # a 2-D array is (samples, channels) or (channels, samples) with at most this many channels
+
+
 def _as_mono(array: Any, name: str) -> np.ndarray:
+    """A waveform array as mono float32: 1-D as is; 2-D (samples, channels) or (channels, samples) averaged over the
+    channel axis, the short one, which must have at most `MAX_CHANNELS` entries (a batch is a list of arrays)."""
     if torch.is_tensor(array):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
@@ -107,6 +112,12 @@ def _as_mono(array: Any, name: str) -> np.ndarray:
     elif array.dtype.kind != "f":
         raise AudioInputError(f"Audio {name} must be a float (or integer PCM) waveform, got dtype {array.dtype}.")
     if array.ndim == 2:  # (channels, samples) or (samples, channels): average over the short axis
+        if min(array.shape) > MAX_CHANNELS:
+            raise AudioInputError(
+                f"Audio {name} has shape {tuple(array.shape)}: a 2-D array is read as one multi-channel clip, "
+                f"(samples, channels) or (channels, samples) with at most {MAX_CHANNELS} channels. To pass a batch, "
+                "give a list of 1-D arrays."
+            )
         array = array.mean(axis=0 if array.shape[0] < array.shape[1] else 1)
     elif array.ndim != 1:
         raise AudioInputError(f"Audio {name} must be 1-D (mono) or 2-D (multi-channel), got shape {array.shape}.")
@@ -201,9 +212,8 @@ class WhisperLladaProcessor(ProcessorMixin):
     def extract_features(self, audio, sampling_rate: int | None = None) -> BatchFeature:
         fe = self.feature_extractor
         rate = sampling_rate or fe.sampling_rate
-        single = isinstance(audio, (str, os.PathLike, bytes, dict)) or (
-            isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 1
-        )
+        # one array is one clip (a 2-D array is multi-channel and downmixed, as the pipeline does); a batch is a list
+        single = isinstance(audio, (str, os.PathLike, bytes, bytearray, dict, np.ndarray, torch.Tensor))
         items = [audio] if single else list(audio)
         waves = []
         for index, item in enumerate(items):

@@ -40,15 +40,21 @@ def tiny_config(**overrides) -> WhisperLladaConfig:
                             num_mel_bins=80, max_source_positions=1500, decoder_layers=1, decoder_attention_heads=2,
                             decoder_ffn_dim=32, vocab_size=100)
     values = dict(encoder_config=encoder, decoder_config=tiny_decoder_config(), projector_hidden_sizes=[24, 16, 24],
-                  prompt_prefix_ids=[BOS_ID, 1, 2, 3], prompt_suffix_ids=[EOT_ID, 4, 5], eot_token_id=EOT_ID,
-                  gen_length=32, steps=8)
+                  prompt_prefix_ids=[BOS_ID, 1, 2, 3], prompt_suffix_ids=[EOT_ID, 4, 5], eot_token_id=EOT_ID)
     values.update(overrides)
     return WhisperLladaConfig(**values)
 
 
-@pytest.fixture
-def tiny_model():
+def tiny_whisper_llada(gen_length: int = 32, **overrides):
+    """A tiny random WhisperLladaForConditionalGeneration whose decoding defaults are gen_length 32, 8 steps."""
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
+    model = WhisperLladaForConditionalGeneration(tiny_config(**overrides)).eval()
+    model.generation_config.gen_length = model.generation_config.block_length = gen_length
+    return model
+
+
+@pytest.fixture
+def tiny_model():
     torch.manual_seed(0)
-    return WhisperLladaForConditionalGeneration(tiny_config()).eval()
+    return tiny_whisper_llada()

@@ -26,7 +26,7 @@ def tiny_llama_config(**overrides):
 
 
 def tiny_causal_config(**overrides):
-    values = dict(decoder_config=tiny_llama_config(), decoder_type="causal", mask_token_id=MASK_ID, gen_length=12)
+    values = dict(decoder_config=tiny_llama_config(), decoder_type="causal", mask_token_id=MASK_ID)
     values.update(overrides)
     return tiny_config(**values)
 
@@ -36,7 +36,9 @@ def causal_model():
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     torch.manual_seed(0)
-    return WhisperLladaForConditionalGeneration(tiny_causal_config()).eval()
+    model = WhisperLladaForConditionalGeneration(tiny_causal_config()).eval()
+    model.generation_config.max_new_tokens = 12
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,7 @@ def pad_eos(ids, length):
 
 def test_greedy_generation_matches_manual_loop(causal_model, batch):
     features, mask, _ = batch
-    ids = causal_model.generate(features, mask, gen_length=10)
+    ids = causal_model.generate(features, mask, max_new_tokens=10)
     assert ids.dtype == torch.long and ids.shape[0] == 2 and ids.shape[1] <= 10
     for row in range(2):
         expected = manual_greedy(causal_model, unpadded_prefix(causal_model, features, mask, row), 10)
@@ -175,28 +177,33 @@ def test_greedy_generation_matches_manual_loop(causal_model, batch):
     assert len(set(ids.flatten().tolist())) > 2, "random weights should give varied tokens"
     # batched (left-padded, mixed lengths) == one by one
     for row in range(2):
-        alone = causal_model.generate(features[row : row + 1], mask[row : row + 1], gen_length=10)
+        alone = causal_model.generate(features[row : row + 1], mask[row : row + 1], max_new_tokens=10)
         assert pad_eos(alone[0], 10) == pad_eos(ids[row], 10)
-    # the config's gen_length is the default; max_new_tokens is accepted too
-    assert causal_model.generate(features, mask).shape[1] <= causal_model.config.gen_length
-    assert torch.equal(causal_model.generate(features, mask, max_new_tokens=10), ids)
+    # the generation config's max_new_tokens is the default
+    assert causal_model.generate(features, mask).shape[1] <= causal_model.generation_config.max_new_tokens
 
 
 def test_beam_search_is_allowed(causal_model, batch):
     features, mask, _ = batch
-    greedy = causal_model.generate(features, mask, gen_length=6)
-    assert torch.equal(causal_model.generate(features, mask, gen_length=6, num_beams=1), greedy)
-    beams = causal_model.generate(features, mask, gen_length=6, num_beams=3)
+    greedy = causal_model.generate(features, mask, max_new_tokens=6)
+    assert torch.equal(causal_model.generate(features, mask, max_new_tokens=6, num_beams=1), greedy)
+    beams = causal_model.generate(features, mask, max_new_tokens=6, num_beams=3)
     assert beams.shape[0] == 2 and beams.shape[1] <= 6 and int(beams.max()) < TINY_VOCAB
 
 
 @pytest.mark.parametrize("kwargs", [{"decoding": "A"}, {"steps": 8}, {"block_length": 4}, {"remasking": "random"},
-                                    {"threshold": 0.9}, {"kv_cache": "dual"}, {"early_stop": True},
-                                    {"temperature": 0.7}])
+                                    {"threshold": 0.9}, {"kv_cache": "dual"}, {"early_stop": True}, {"step": 8}])
 def test_diffusion_settings_are_rejected(causal_model, batch, kwargs):
+    """generate() hands off to transformers' generate for a causal decoder, which names arguments it cannot use."""
     features, mask, _ = batch
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ValueError, match=f"not used by the model: \\['{next(iter(kwargs))}'\\]"):
         causal_model.generate(features, mask, **kwargs)
+
+
+def test_misspelled_argument_raises_for_a_llada_model(tiny_model, batch):
+    features, mask, _ = batch
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['step'\]"):
+        tiny_model.generate(features, mask, step=8)
 
 
 def test_llada_model_still_rejects_beam_search(tiny_model, batch):
@@ -223,10 +230,11 @@ def make_tiny_causal_asr_model(processor):
     config = tiny_causal_config(decoder_config=llama_config_for(processor, tie_word_embeddings=True),
                                 prompt_prefix_ids=prefix_ids, prompt_suffix_ids=suffix_ids,
                                 mask_token_id=processor.mask_token_id, eos_token_id=processor.eos_token_id,
-                                pad_token_id=processor.eos_token_id, eot_token_id=processor.eot_token_id,
-                                gen_length=16)
+                                pad_token_id=processor.eos_token_id, eot_token_id=processor.eot_token_id)
     torch.manual_seed(0)
-    return WhisperLladaForConditionalGeneration(config).eval()
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.max_new_tokens = 16
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +285,7 @@ def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
     assert set(out) == {"text"} and out["text"] == processor.batch_decode(calls[-1]["ids"])[0]
     beams = asr(str(path), generate_kwargs={"num_beams": 2, "max_new_tokens": 8})
     assert calls[-1]["num_beams"] == 2 and calls[-1]["ids"].shape[1] <= 8 and isinstance(beams["text"], str)
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ValueError, match=r"not used by the model: \['decoding'\]"):
         asr(str(path), generate_kwargs={"decoding": "B"})
 
 
@@ -292,8 +300,8 @@ def causal_model_from_checkpoints(processor, tmp_path):
     LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
     model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
         WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
-        gen_length=8,
     ).eval()
+    model.generation_config.max_new_tokens = 8
     return decoder_dir, model
 
 

@@ -5,7 +5,7 @@ import torch
 
 from conftest import EOS_ID, MASK_ID
 from llada_reference import reference_generate
-from modeling_whisper_llada import num_transfer_schedule
+from generation_llada import num_transfer_schedule
 
 GEN = 32
 
@@ -97,10 +97,11 @@ def test_temperature_sampling_and_random_remasking_are_seeded(tiny_model):
 def test_generation_config_holds_the_defaults(tiny_model):
     gc = tiny_model.generation_config
     assert (gc.steps, gc.gen_length, gc.block_length, gc.num_beams) == (8, GEN, GEN, 1)
-    s = tiny_model.decoding_settings("C")
+    s = gc.resolved("C")
     assert (s.steps, s.block_length, s.num_blocks, s.steps_per_block) == (128, 2, 16, 8)
-    s = tiny_model.decoding_settings(gen_length=16)
+    s = gc.resolved(gen_length=16)
     assert (s.gen_length, s.block_length) == (16, 16)
+    assert (gc.steps, gc.gen_length) == (8, GEN)  # resolving returns a copy
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ def test_early_stop_fills_after_eos_and_rows_finish_independently(tiny_model):
 
 
 def test_chunked_confidence_is_bit_identical_to_full_softmax():
-    from modeling_whisper_llada import _argmax_probability
+    from generation_llada import argmax_probability as _argmax_probability
 
     logits = torch.randn(7, 5, 300)
     predicted = logits.argmax(-1)

@@ -21,7 +21,8 @@ from conftest import LIBRISPEECH, ROOT, WHISPER_TINY, needs_shared, tiny_config,
 
 pytestmark = needs_shared(WHISPER_TINY)
 
-PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py"}
+PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py",
+                 "modeling_llada.py", "generation_llada.py", "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -54,9 +55,11 @@ def make_tiny_asr_model(processor):
     prefix_ids, suffix_ids = processor.prompt_ids()
     config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
                          prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
-                         eot_token_id=processor.eot_token_id, gen_length=16, steps=4)
+                         eot_token_id=processor.eot_token_id)
     torch.manual_seed(0)
-    return WhisperLladaForConditionalGeneration(config).eval()
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.update(gen_length=16, block_length=16, steps=4)
+    return model
 
 
 def synthetic_speech(seconds: float = 2.0, rate: int = 16000) -> np.ndarray:
@@ -97,7 +100,7 @@ def saved_dir(tmp_path_factory, model, processor):
 def make_pipeline(model, processor):
     from transformers import pipeline
 
-    from modeling_whisper_llada import WhisperLladaASRPipeline
+    from pipeline_whisper_llada import WhisperLladaASRPipeline
 
     return pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
                     feature_extractor=processor.feature_extractor, pipeline_class=WhisperLladaASRPipeline)
@@ -121,7 +124,7 @@ def test_saved_directory_layout(saved_dir):
         "AutoProcessor": "processing_whisper_llada.WhisperLladaProcessor",
     }
     asr = config["custom_pipelines"]["automatic-speech-recognition"]
-    assert asr["impl"] == "modeling_whisper_llada.WhisperLladaASRPipeline"
+    assert asr["impl"] == "pipeline_whisper_llada.WhisperLladaASRPipeline"
     assert asr["pt"] == ["AutoModelForSpeechSeq2Seq"]
     processor_config = json.loads((saved_dir / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_whisper_llada.WhisperLladaProcessor"
@@ -289,15 +292,18 @@ def test_pipeline_passes_generate_kwargs(recording_pipeline, processor):
         assert kwargs.get("num_beams", 1) == 1 and "max_new_tokens" not in kwargs
 
 
-def test_pipeline_rejects_bad_audio(model, processor, tmp_path):
+def test_pipeline_rejects_bad_audio_and_unsupported_options(model, processor, tmp_path):
     from processing_whisper_llada import AudioInputError
 
     asr = make_pipeline(model, processor)
     missing = tmp_path / "nope.flac"
     with pytest.raises(AudioInputError, match=f"Audio file not found: {missing}"):
         asr(str(missing))
-    with pytest.raises(ValueError, match="at most 30 s"):
-        asr(np.zeros(31 * 16000, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"chunk_length_s must be in \(0, 30\]"):
+        asr(np.zeros(31 * 16000, dtype=np.float32), chunk_length_s=45)
+    for option in ("return_timestamps", "return_language"):
+        with pytest.raises(ValueError, match=f"`{option}` is not supported by whisper-llada"):
+            asr(synthetic_speech(1.0), **{option: True})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -379,8 +385,9 @@ def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
     LladaForMaskedDiffusion(decoder_config_for(processor)).save_pretrained(decoder_dir)
 
     model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        WHISPER_TINY, decoder_dir, processor=processor, projector_hidden_sizes=[32, 16, 32], gen_length=16, steps=4
+        WHISPER_TINY, decoder_dir, processor=processor, projector_hidden_sizes=[32, 16, 32]
     ).eval()
+    model.generation_config.update(gen_length=16, block_length=16, steps=4)
     assert model.config.checkpoint_weights == "trainable"
     assert model.config.encoder_name_or_path == str(WHISPER_TINY)
     assert model.config.decoder_name_or_path == str(decoder_dir)
@@ -408,27 +415,27 @@ def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
 
 
 def test_generation_config_survives_save(model, tmp_path):
-    """`temperature` cannot live in config.json under transformers 5: it is kept in generation_config.json."""
+    """The decoding defaults live in generation_config.json only (a LladaGenerationConfig), not in config.json."""
+    from generation_llada import LladaGenerationConfig
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     original = model.generation_config
     model.generation_config = copy.deepcopy(original)
-    model.generation_config.steps = 2
-    model.generation_config.temperature = 0.5
-    model.generation_config.do_sample = True  # GenerationConfig refuses to save a temperature without it
+    model.generation_config.update(steps=2, temperature=0.5, do_sample=True)
     try:
         model.save_pretrained(tmp_path)
     finally:
         model.generation_config = original
-    assert model.config.temperature == 0.0  # restored on the live config
-    assert "temperature" not in json.loads((tmp_path / "config.json").read_text())
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert not {"temperature", "steps", "gen_length", "block_length", "remasking"} & set(saved)
     reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path)
-    settings = reloaded.decoding_settings()
-    assert (settings.steps, settings.temperature) == (2, 0.5)
+    assert isinstance(reloaded.generation_config, LladaGenerationConfig)
+    settings = reloaded.generation_config.resolved()
+    assert (settings.steps, settings.temperature, settings.gen_length) == (2, 0.5, 16)
+    assert settings.mask_token_id == model.config.mask_token_id
 
 
-@pytest.mark.parametrize("name", ["configuration_whisper_llada.py", "modeling_whisper_llada.py",
-                                  "processing_whisper_llada.py"])
+@pytest.mark.parametrize("name", sorted(PACKAGE_FILES))
 def test_demo_model_carries_the_current_remote_code(name):
     # `trust_remote_code` loads demo/model with the copies saved beside its weights: they must be the package's files
     assert (ROOT / "demo" / "model" / name).read_text() == (ROOT / name).read_text(), (
