@@ -33,11 +33,17 @@ are pulled by id on load. The processor is saved next to the weights, so the out
 LoRA checkpoints keep the adapter weights (`...q_proj.lora_A.weight`, `...lora_B.weight`) and `config.lora`;
 `from_pretrained` merges them into the base decoder weights on load (no peft needed to use the model). With
 `--checkpoint_weights full` the adapters are merged into the decoder before the final save.
+The final model (+ processor, no optimizer state, `--final_model_dtype`) is written to `--final_model_dir`, by default
+`<output_dir>/final`, atomically (into a temporary directory next to it, then moved into place). A run never overwrites
+an existing model: when `--final_model_dir` (or `--output_dir`, unless resuming) already holds one (config.json or
+model.safetensors) it stops before loading anything, unless `--overwrite_final_model true`. Saved files are readable
+by group/others as the umask allows (safetensors alone would leave model.safetensors at 0600).
 
 Data: `--train_data` (and `--eval_data`) take one or more specs for `whisper_llada_data.load_records`: a LibriSpeech
 split directory, a JSON-lines manifest, or `hub:NAME[:CONFIG[:SPLIT]]` (streamed; then `--max_steps` is required).
 Records are filtered by `filter_records` (`--max_seconds`, `--max_chars`); unusable ones (missing/unreadable audio,
-empty transcript, too long) are skipped and counted (`--on_bad_data skip`, the default; the counts are printed at the
+empty transcript, too long; also when found only as the audio is loaded, e.g. a clip longer than its manifest's
+`duration` said) are skipped and counted (`--on_bad_data skip`, the default; the counts are printed at the
 start and at the end) or stop the run with the offending path (`--on_bad_data error`). Targets are
 `normalize_transcript(text)`. `--train_sampling_strategy group_by_length` groups utterances of similar duration (the
 `length` column) for map-style data.
@@ -57,6 +63,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -207,7 +214,15 @@ class WhisperLladaTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Stop training after this many minutes; the final model is still saved."}
     )
     final_model_dir: Optional[str] = field(
-        default=None, metadata={"help": "Also write the final model + processor here (no optimizer state)."}
+        default=None,
+        metadata={"help": "Also write the final model + processor here (no optimizer state); default "
+                          "<output_dir>/final. A directory that already holds a model is refused (before training "
+                          "starts) unless --overwrite_final_model true."},
+    )
+    overwrite_final_model: bool = field(
+        default=False,
+        metadata={"help": "Allow replacing a model already in --final_model_dir (or in --output_dir when not "
+                          "resuming)."},
     )
     projector_learning_rate: Optional[float] = field(
         default=None, metadata={"help": "Learning rate of the projector (default: --learning_rate), e.g. higher than "
@@ -234,16 +249,51 @@ def load_config_file(path: str) -> dict[str, Any]:
     return values
 
 
+def config_value(path: str, key: str, value: Any, action) -> Any:
+    """A config file's value for argument `key`, checked against the argument's type: int and float arguments (and
+    lists of them) must hold numbers (or numeric strings), else a ValueError names the file, the key and the
+    expected type; a single value given for a list argument becomes a one-element list."""
+    convert = action.type
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if many and value is not None and not isinstance(value, (list, tuple)):
+        value = [value]
+    if convert not in (int, float) or value is None:
+        return value
+    expected = {int: ("an integer", "integers"), float: ("a number", "numbers")}[convert]
+
+    def check(item: Any) -> Any:
+        number = item
+        if isinstance(item, str):
+            try:
+                number = float(item.strip())
+            except ValueError:
+                number = None
+        ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+        if ok and convert is int:
+            ok = float(number).is_integer()
+        if not ok:
+            what = f"a list of {expected[1]}" if many else expected[0]
+            raise ValueError(f"{path}: `{key}` must be {what}, got {value!r}.")
+        if convert is int:
+            return int(number)
+        return float(number) if many else item  # a single float (or its string) is converted by argparse
+
+    return [check(item) for item in value] if many else check(value)
+
+
 def parse_args(argv: Optional[list[str]] = None):
     """(model_args, data_args, training_args): config file values (first positional .yaml/.yml/.json), then flags."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(ARG_CLASSES)
     if argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
-        values = load_config_file(argv.pop(0))
+        path = argv.pop(0)
+        values = load_config_file(path)
         known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown keys in the config file: {unknown}")
+        actions = {action.dest: action for action in parser._actions}
+        values = {k: config_value(path, k, v, actions[k]) for k, v in values.items()}
         # argparse converts string defaults with the field's type; lists, dicts, numbers and booleans pass as they are
         parser.set_defaults(**{k: (str(v) if isinstance(v, float) else v) for k, v in values.items()})
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
@@ -370,8 +420,10 @@ def build_model(model_args: ModelArguments):
         model.config.checkpoint_weights = model_args.checkpoint_weights
 
     if model_args.gen_length:
-        model.config.gen_length = model.config.block_length = int(model_args.gen_length)
-        model.generation_config = model._default_generation_config()
+        if model.config.decoder_type == "causal":
+            model.generation_config.max_new_tokens = int(model_args.gen_length)
+        else:
+            model.generation_config.gen_length = model.generation_config.block_length = int(model_args.gen_length)
     model.freeze_base_models(encoder=True, decoder=not model_args.train_decoder)
     if model_args.train_decoder and model_args.freeze_decoder_embeddings:
         model.decoder.get_input_embeddings().requires_grad_(False)
@@ -533,36 +585,54 @@ class SpeechCollator:
     """Batches records with the processor: labels from `normalize_transcript(text)`; `input_features` +
     `attention_mask` from the audio, or, with an encoder cache, `encoder_outputs` (zero-padded cached frames) + the
     mel `attention_mask`.
-    In skip mode, audio that fails to decode is dropped from the batch and counted in `stats`."""
+    Each record's audio is checked when it is loaded: audio that fails to decode, or that is longer than
+    `max_seconds` (at most the encoder's 30 s window; a manifest's `duration` may under-state it), is dropped from the
+    batch, named in a warning and counted in `stats` (skip mode), or raises `BadRecordError` naming the file."""
 
     def __init__(self, processor: WhisperLladaProcessor, cache: Optional[EncoderCache] = None,
                  max_label_length: Optional[int] = None, on_bad: str = "skip",
-                 stats: Optional[collections.Counter] = None):
+                 stats: Optional[collections.Counter] = None, max_seconds: Optional[float] = None):
         self.processor = processor
         self.cache = cache
         self.max_label_length = max_label_length
         self.on_bad = on_bad
         self.stats = stats if stats is not None else collections.Counter()
+        fe = processor.feature_extractor
+        window = fe.n_samples / fe.sampling_rate
+        self.max_seconds = min(max_seconds, window) if max_seconds is not None else window
 
     def _audio(self, rows: list[dict]) -> tuple[list[dict], list[np.ndarray]]:
         kept, waves = [], []
         rate = self.processor.feature_extractor.sampling_rate
         for row in rows:
             try:
-                waves.append(wld.load_audio(row["audio"], rate))
-                kept.append(row)
+                wave = wld.load_audio(row["audio"], rate)
             except wld.AudioLoadError as error:
-                if self.on_bad == "error":
-                    raise wld.BadRecordError(f"{error} (key {row.get('key')!r})") from error
-                logger.warning("skipping record %s: %s", row.get("key"), error)
-                self.stats[wld.REASON_UNREADABLE_AUDIO] += 1
+                self._bad(row, wld.REASON_UNREADABLE_AUDIO, str(error), error)
+                continue
+            seconds = len(wave) / rate
+            if seconds > self.max_seconds:
+                stated = f" (the data says {row['length']:.2f} s)" if row.get("length") else ""
+                detail = f"audio lasts {seconds:.2f} s{stated} > max_seconds={self.max_seconds:g}"
+                self._bad(row, wld.REASON_AUDIO_TOO_LONG, detail)
+                continue
+            waves.append(wave)
+            kept.append(row)
         return kept, waves
+
+    def _bad(self, row: dict, reason: str, detail: str, error: Optional[Exception] = None) -> None:
+        """Raises (error mode) or warns and counts (skip mode) for a record found unusable at load time."""
+        message = f"{wld.describe_source(row['audio'])} (key {row.get('key')!r}): {reason}: {detail}"
+        if self.on_bad == "error":
+            raise wld.BadRecordError(message) from error
+        logger.warning("skipping record %s", message)
+        self.stats[reason] += 1
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.cache is None:
             rows, waves = self._audio(rows)
             if not rows:
-                raise ValueError("every record of this batch had unreadable audio")
+                raise ValueError("every record of this batch had unusable audio (unreadable or too long)")
             features = self.processor(audio=waves, sampling_rate=self.processor.feature_extractor.sampling_rate)
             batch = {"input_features": features.input_features, "attention_mask": features.attention_mask}
         else:
@@ -580,7 +650,7 @@ class SpeechCollator:
                         self.cache.store(row["key"], entry)
                         entries[row["key"]] = entry
             if not rows:
-                raise ValueError("every record of this batch had unreadable audio")
+                raise ValueError("every record of this batch had unusable audio (unreadable or too long)")
             frames = [entries[row["key"]]["frames"] for row in rows]
             width = max(f.shape[0] for f in frames)
             padded = frames[0].new_zeros(len(frames), width, frames[0].shape[-1])
@@ -659,6 +729,7 @@ class WhisperLladaTrainer(Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        wld.make_readable(output_dir)  # safetensors leaves model.safetensors at mode 0600
 
 
 def print_skip_summary(title: str, stats: collections.Counter) -> None:
@@ -674,6 +745,7 @@ def print_skip_summary(title: str, stats: collections.Counter) -> None:
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
+    check_model_dirs(training_args)  # before any data or model is loaded: refuse to overwrite a model
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("whisper_llada_data").setLevel(logging.WARNING)
@@ -700,7 +772,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     cache = EncoderCache(data_args.encoder_cache_dir, model, data_args.encoder_cache_dtype) \
         if data_args.encoder_cache_dir else None
-    collator = SpeechCollator(processor, cache, data_args.max_label_length, data_args.on_bad_data, train_stats)
+    collator = SpeechCollator(processor, cache, data_args.max_label_length, data_args.on_bad_data, train_stats,
+                              max_seconds=data_args.max_seconds)
 
     callbacks = [TimeBudgetCallback(training_args.max_train_minutes)] if training_args.max_train_minutes else []
     trainer = WhisperLladaTrainer(
@@ -735,11 +808,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     metrics["skipped_records"] = dict(train_stats)
     if trainer.is_world_process_zero():
         trainer.log_metrics("train", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        if training_args.final_model_dir:
-            save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
-        print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)
-    if training_args.push_to_hub:
+    if training_args.push_to_hub:  # uploads output_dir: before the final model is written into <output_dir>/final
         trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
+        print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)
     end_distributed()
     return {"trainer": trainer, "metrics": metrics, "model": model, "processor": processor, "cache": cache}
 
@@ -753,20 +826,99 @@ def end_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class ExistingModelError(FileExistsError):
+    """The run would overwrite a model that is already there (see `check_model_dirs`)."""
+
+
+def model_files(directory: Union[str, Path]) -> list[str]:
+    """Names of the files in `directory` that make it a saved model (empty when it is none)."""
+    return [name for name in MODEL_FILES if os.path.isfile(os.path.join(directory, name))]
+
+
+def check_model_dirs(training_args: WhisperLladaTrainingArguments) -> None:
+    """Resolves the default `final_model_dir` (<output_dir>/final) and refuses, before anything is loaded, to overwrite
+    a model already in it, or in `output_dir` (where the Trainer saves the last weights) unless the run resumes from a
+    checkpoint, without `--overwrite_final_model true`."""
+    if not training_args.final_model_dir:
+        training_args.final_model_dir = os.path.join(training_args.output_dir, "final")
+    targets = [("--final_model_dir", training_args.final_model_dir)]
+    if not training_args.resume_from_checkpoint:
+        targets.append(("--output_dir", training_args.output_dir))
+    for flag, directory in targets:
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise ExistingModelError(f"{flag} {directory} exists and is not a directory.")
+        found = model_files(directory)
+        if found and not training_args.overwrite_final_model:
+            raise ExistingModelError(
+                f"{flag} {directory} already holds a model ({', '.join(found)}); refusing to overwrite it. Pass "
+                f"--overwrite_final_model true to replace it, or choose another {flag}."
+            )
+
+
+def restore_dtypes(model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Casts every parameter and buffer of `model` back to the dtype recorded in `dtypes` (by name)."""
+    for name, param in model.named_parameters():
+        if name in dtypes and param.dtype != dtypes[name]:
+            param.data = param.data.to(dtypes[name])
+    for module_name, module in model.named_modules():
+        for key, buffer in module._buffers.items():
+            name = f"{module_name}.{key}" if module_name else key
+            if buffer is not None and name in dtypes and buffer.dtype != dtypes[name]:
+                module._buffers[key] = buffer.to(dtypes[name])
+
+
 def save_final(model, processor, directory: str, dtype: Optional[str] = None) -> None:
-    """Writes the model (optionally cast, e.g. float16) + processor, without optimizer state."""
-    os.makedirs(directory, exist_ok=True)
-    original = next(model.parameters()).dtype
-    if dtype:
-        model.to(DTYPES[dtype])
+    """Writes the model (optionally cast, e.g. float16) + processor, without optimizer state, atomically: everything
+    goes into a temporary directory next to `directory` first, which then becomes `directory` (a new or empty one);
+    into an existing directory the finished files are moved one by one with `os.replace` (config.json last, stale
+    weight shards removed, a README.md there kept), so no half-written file is ever visible there. Files get the
+    umask's default permissions (`make_readable`)."""
+    import shutil
+    import tempfile
+
+    target = Path(directory).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    # each tensor's dtype, restored after a cast save (e.g. a float32 projector next to bfloat16 base models)
+    dtypes = {name: t.dtype for name, t in itertools.chain(model.named_parameters(), model.named_buffers())}
     try:
-        model.save_pretrained(directory, safe_serialization=True)
+        if dtype:
+            model.to(DTYPES[dtype])
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+        finally:
+            if dtype:
+                restore_dtypes(model, dtypes)
+        processor.save_pretrained(staging)
+        wld.make_readable(staging)
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        if not target.exists():
+            os.rename(staging, target)
+        else:
+            names = sorted((p.name for p in staging.iterdir()), key=lambda n: (n == "config.json", n))
+            for name in names:
+                if name == "README.md" and (target / name).exists():
+                    continue  # as save_pretrained does: keep a model card already there (results, or your own)
+                if (target / name).is_dir() and not (target / name).is_symlink():
+                    shutil.rmtree(target / name)
+                os.replace(staging / name, target / name)
+            for stale in target.iterdir():
+                if stale.name not in names and stale.is_file() and stale.name.startswith(("model", "pytorch_model")) \
+                        and stale.name.endswith((".safetensors", ".safetensors.index.json", ".bin")):
+                    stale.unlink()
     finally:
-        model.to(original)
-    processor.save_pretrained(directory)
-    size = sum(f.stat().st_size for f in Path(directory).iterdir() if f.is_file())
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
     print(f"[train] final model written to {directory} ({size / 2**20:.1f} MiB)", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ExistingModelError as error:
+        sys.exit(f"train_hf.py: error: {error}")

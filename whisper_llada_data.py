@@ -51,7 +51,7 @@ import numpy as np
 import soundfile as sf
 
 from processing_whisper_llada import AudioInputError
-from processing_whisper_llada import load_audio as _load_audio
+from processing_whisper_llada import load_audio as _load_audio  # noqa: E402
 
 logger = logging.getLogger("whisper_llada_data")
 
@@ -91,8 +91,9 @@ class DataError(ValueError):
     """Base class for the data errors raised by this module."""
 
 
-class AudioLoadError(DataError):
-    """An audio source could not be turned into a usable waveform."""
+# An audio source could not be turned into a usable waveform: the one audio error type of the package (a ValueError),
+# raised by `processing_whisper_llada.load_audio` and by `audio_duration` here.
+AudioLoadError = AudioInputError
 
 
 class ManifestError(DataError):
@@ -166,68 +167,13 @@ def _source_array(source: Any) -> Optional[tuple[np.ndarray, int]]:
     return np.asarray(array), int(rate)
 
 
-def _to_mono_float32(array: np.ndarray, name: str, channels_last: bool) -> np.ndarray:
-    """Convert a 1-D or 2-D sample array to mono float32 (mean over channels).
-
-    Integer PCM is scaled to [-1, 1). For 2-D input, ``channels_last`` says that
-    the layout is (frames, channels) as returned by soundfile; otherwise the
-    smaller axis is taken as the channel axis.
-    """
-    if array.ndim == 0 or array.ndim > 2:
-        raise AudioLoadError(f"{name}: expected 1-D or 2-D audio samples, got shape {array.shape}")
-    if np.issubdtype(array.dtype, np.integer):
-        scale = float(2 ** (8 * array.dtype.itemsize - 1))
-        offset = scale if np.issubdtype(array.dtype, np.unsignedinteger) else 0.0
-        array = (array.astype(np.float64) - offset) / scale
-    elif not np.issubdtype(array.dtype, np.floating):
-        raise AudioLoadError(f"{name}: audio samples have unsupported dtype {array.dtype}")
-    if array.ndim == 2:
-        channel_axis = 1 if channels_last or array.shape[1] <= array.shape[0] else 0
-        array = array.mean(axis=channel_axis)
-    return np.asarray(array, dtype=np.float32)
-
-
 def _soundfile_detail(err: Exception) -> str:
     """One-line reason from a soundfile error, without its "Error opening <file>:" prefix."""
     detail = getattr(err, "error_string", None) or str(err)
     return " ".join(str(detail).split())
 
 
-def _read_with_soundfile(file: Union[str, io.BytesIO], name: str) -> tuple[np.ndarray, int]:
-    """Read all frames with soundfile, converting its errors to ``AudioLoadError``."""
-    try:
-        data, rate = sf.read(file, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioLoadError(f"{name}: unreadable or corrupt audio ({_soundfile_detail(err)})") from err
-    return data, int(rate)
-
-
-def load_audio(source: AudioSource, sampling_rate: int = DEFAULT_SAMPLING_RATE) -> np.ndarray:
-    """Load an audio source as a mono float32 1-D waveform at ``sampling_rate``.
-
-    ``source`` may be:
-
-    * a file path (``str`` / ``os.PathLike``), read with soundfile;
-    * encoded audio bytes (e.g. FLAC or WAV file contents);
-    * a ``{"bytes": ..., "path": ...}`` dict, the ``datasets`` ``Audio(decode=False)``
-      form: the bytes are decoded when present, else the path is read;
-    * a ``{"array": ndarray, "sampling_rate": int}`` (or ``"raw"`` instead of
-      ``"array"``) dict of already decoded samples. A 2-D array is taken to have
-      its channels on the smaller axis; integer PCM is scaled to [-1, 1).
-
-    Multi-channel audio is down-mixed by averaging the channels, and audio at a
-    different rate is resampled with soxr (``"HQ"`` quality).
-
-    Raises:
-        AudioLoadError: the file is missing, unreadable or corrupt, has no
-            samples, or contains NaN/Inf samples. The message names the path
-            (``"<bytes>"`` for raw bytes, ``"<array>"`` for arrays).
-        TypeError: ``source`` is none of the kinds above.
-    """
-    try:
-        return _load_audio(source, sampling_rate)
-    except AudioInputError as error:
-        raise AudioLoadError(str(error)) from error
+load_audio = _load_audio  # path, bytes, array or audio dict -> mono float32 at the given rate (processing module)
 
 
 def audio_duration(source: AudioSource) -> float:
@@ -333,6 +279,24 @@ def _parse_manifest_entry(entry: Any, manifest: Path, lineno: int) -> Record:
     return {"key": str(key), "audio": str(audio_path), "text": text, "duration": duration}
 
 
+def _text_lines(path: Path, error: type[DataError] = DataError) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, text)`` for the lines of a UTF-8 text file (a leading BOM is dropped).
+
+    Raises:
+        error: a line is not valid UTF-8; the message gives ``file:line``, the
+            column and the offending byte (the file's encoding must be UTF-8).
+    """
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise error(
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
+
+
 def read_manifest(path: PathLike) -> list[Record]:
     """Read a JSON-lines manifest into a list of records.
 
@@ -348,26 +312,25 @@ def read_manifest(path: PathLike) -> list[Record]:
     lines are ignored. Audio files are not opened here (see ``filter_records``).
 
     Raises:
-        ManifestError: the file is missing or empty, or a line is not valid JSON,
-            lacks the audio or text field; the message gives ``file:line`` and
+        ManifestError: the file is missing or empty, or a line is not valid UTF-8
+            or not valid JSON, or lacks the audio or text field; the message gives ``file:line`` and
             the expected fields.
     """
     manifest = Path(path).expanduser().absolute()
     if not manifest.is_file():
         raise ManifestError(f"{manifest}: manifest file not found")
     records: list[Record] = []
-    with open(manifest, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ManifestError(
-                    f"{manifest}:{lineno}: invalid JSON ({err.msg} at column {err.colno}); "
-                    f"{_MANIFEST_FORMATS}"
-                ) from err
-            records.append(_parse_manifest_entry(entry, manifest, lineno))
+    for lineno, line in _text_lines(manifest, ManifestError):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ManifestError(
+                f"{manifest}:{lineno}: invalid JSON ({err.msg} at column {err.colno}); "
+                f"{_MANIFEST_FORMATS}"
+            ) from err
+        records.append(_parse_manifest_entry(entry, manifest, lineno))
     if not records:
         raise ManifestError(f"{manifest}: manifest has no records")
     return records
@@ -417,20 +380,51 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: PathLike) -> int:
     return count
 
 
+def make_readable(directory: PathLike, recursive: bool = False) -> None:
+    """Give the files in ``directory`` (and the directory itself) the permissions a
+    plain ``open()`` would have given them: ``0o666 & ~umask`` for files,
+    ``0o777 & ~umask`` for directories (bits are only added, never removed).
+
+    safetensors (and ``tempfile``) write through private temporary files, so
+    e.g. ``model.safetensors`` ends up mode 0600 while the files next to it
+    are 0644; a checkpoint that is shared or uploaded must be readable like
+    the rest. Symbolic links are left alone; ``recursive`` descends into
+    sub-directories.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    file_bits, dir_bits = 0o666 & ~umask, 0o777 & ~umask
+
+    def fix(path: str, bits: int) -> None:
+        mode = os.lstat(path).st_mode & 0o7777
+        if mode | bits != mode:
+            os.chmod(path, mode | bits)
+
+    root = os.fspath(directory)
+    fix(root, dir_bits)
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            if entry.is_file():
+                fix(entry.path, file_bits)
+            elif entry.is_dir() and recursive:
+                make_readable(entry.path, recursive=True)
+
+
 # --------------------------------------------------------------------------- LibriSpeech
 
 
 def _read_transcripts(trans_file: Path) -> list[tuple[str, str]]:
     """Parse a LibriSpeech ``*.trans.txt`` file into ``(key, text)`` pairs."""
     pairs = []
-    with open(trans_file, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            key, _, text = line.strip().partition(" ")
-            if not text.strip():
-                raise DataError(f"{trans_file}:{lineno}: expected 'UTTERANCE-ID TRANSCRIPT', got {line.strip()!r}")
-            pairs.append((key, text.strip()))
+    for lineno, line in _text_lines(trans_file):
+        if not line.strip():
+            continue
+        key, _, text = line.strip().partition(" ")
+        if not text.strip():
+            raise DataError(f"{trans_file}:{lineno}: expected 'UTTERANCE-ID TRANSCRIPT', got {line.strip()!r}")
+        pairs.append((key, text.strip()))
     return pairs
 
 
@@ -762,7 +756,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             holdout_every=args.holdout_every,
             holdout_output=args.holdout_output,
         )
-    except DataError as err:
+    except (DataError, AudioLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     speakers = sorted({speaker_of(r["key"]) for r in records}, key=lambda s: (len(s), s))

@@ -214,6 +214,39 @@ def test_bad_manifest_line_names_file_and_line(tmp_path: Path, bad_line, problem
     assert "audio_filepath" in message and "processed_target" in message  # expected fields
 
 
+def test_manifest_line_not_utf8_names_file_and_line(tmp_path: Path):
+    manifest = tmp_path / "latin1.jsonl"
+    good = json.dumps({"audio_filepath": "a.flac", "text": "FINE"}).encode()
+    bad = '{"audio_filepath": "b.flac", "text": "CAFÉ"}'.encode("latin-1")  # É as one latin-1 byte, 0xc9
+    manifest.write_bytes(good + b"\n\n" + bad + b"\n")
+    for read in (wd.read_manifest, wd.load_records):
+        with pytest.raises(wd.ManifestError) as info:
+            read(manifest)
+        message = str(info.value)
+        assert message.startswith(f"{manifest.absolute()}:3: not valid UTF-8"), message
+        assert "0xc9" in message and "column 42" in message, message
+    # a UTF-8 byte-order mark is fine
+    manifest.write_bytes(b"\xef\xbb\xbf" + good + b"\n")
+    assert wd.read_manifest(manifest)[0]["text"] == "FINE"
+
+
+def test_make_readable_gives_files_the_umask_default(tmp_path: Path):
+    import os
+
+    private = tmp_path / "model.safetensors"
+    private.write_bytes(b"x")
+    private.chmod(0o600)  # as safetensors leaves it
+    (tmp_path / "sub").mkdir(mode=0o700)
+    old_umask = os.umask(0o022)
+    try:
+        wd.make_readable(tmp_path)
+    finally:
+        os.umask(old_umask)
+    assert private.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "sub").stat().st_mode & 0o777 == 0o700  # not recursive by default
+    assert tmp_path.stat().st_mode & 0o755 == 0o755
+
+
 def test_empty_or_missing_manifest(tmp_path: Path):
     with pytest.raises(wd.ManifestError, match="not found"):
         wd.read_manifest(tmp_path / "missing.jsonl")

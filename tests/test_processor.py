@@ -136,6 +136,26 @@ def test_stereo_is_downmixed(processor):
         assert torch.allclose(features, reference, atol=1e-5)
 
 
+def test_stereo_array_is_one_clip_as_in_the_pipeline(processor):
+    # a bare 2-D array is one multi-channel clip (the pipeline's load_audio reads it so), never a batch of rows
+    from processing_whisper_llada import AudioInputError, load_audio
+
+    mono = tone(0.04)  # 640 samples
+    stereo = np.stack([mono * 0.5, mono * 1.5])  # (channels, samples); mean = mono
+    reference = processor(audio=mono, sampling_rate=16000)["input_features"]
+    for array in (stereo, stereo.T.copy(), torch.from_numpy(stereo.T.copy())):  # (2, N), (N, 2), a tensor
+        np.testing.assert_allclose(load_audio(array), mono, atol=1e-6)  # what the pipeline feeds the extractor
+        features = processor(audio=array, sampling_rate=16000)["input_features"]
+        assert features.shape == reference.shape == (1, 80, 3000)
+        assert torch.allclose(features, reference, atol=1e-5)
+    assert processor(audio=[mono, mono], sampling_rate=16000)["input_features"].shape[0] == 2  # a batch is a list
+
+    ambiguous = np.zeros((300, 400), dtype=np.float32)
+    for call in (lambda: processor(audio=ambiguous, sampling_rate=16000), lambda: load_audio(ambiguous)):
+        with pytest.raises(AudioInputError, match=re.escape("has shape (300, 400)") + ".*give a list of 1-D arrays"):
+            call()
+
+
 def test_8khz_input_is_resampled(processor):
     audio_8k = tone(2.0, rate=8000)
     out = processor(audio=audio_8k, sampling_rate=8000)

@@ -7,7 +7,9 @@ real assets in ../shared (skipped without them)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -148,6 +150,94 @@ def test_yaml_config_then_cli_overrides(tmp_path):
         train_hf.parse_args([str(config)])
     with pytest.raises(ValueError, match="on_bad_data"):
         train_hf.parse_args(["--on_bad_data", "ignore", "--output_dir", str(tmp_path)])
+
+
+def test_config_value_of_wrong_type_names_the_field(tmp_path):
+    from configuration_whisper_llada import WhisperLladaConfig
+
+    config = tmp_path / "run.yaml"
+    for text, message in [("stack_factor: five\n", "`stack_factor` must be an integer, got 'five'"),
+                          ("projector_hidden_sizes: [512, big]\n", "`projector_hidden_sizes` must be a list of integers"),
+                          ("learning_rate: fast\n", "`learning_rate` must be a number, got 'fast'")]:
+        config.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{config}: {message}")):
+            train_hf.parse_args([str(config), "--output_dir", str(tmp_path / "out")])
+    config.write_text("stack_factor: 4\nprojector_hidden_sizes: 32\nlearning_rate: 1e-3\n")  # fine: numbers
+    model_args, _, training_args = train_hf.parse_args([str(config), "--output_dir", str(tmp_path / "out")])
+    assert model_args.stack_factor == 4 and model_args.projector_hidden_sizes == [32]
+    assert training_args.learning_rate == pytest.approx(1e-3)
+    # the Python API: the config itself names the field and the expected type
+    with pytest.raises(ValueError, match=re.escape("`stack_factor` must be an integer, got 'five'")):
+        WhisperLladaConfig(stack_factor="five")
+    with pytest.raises(ValueError, match=re.escape("`projector_hidden_sizes` must be a list of integers")):
+        WhisperLladaConfig(projector_hidden_sizes=[512, "big"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# never overwrite a model; readable, atomic final model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_demo_recipes_never_write_the_bundled_model(tmp_path):
+    for config in sorted((ROOT / "configs" / "demo").glob("*.yaml")):
+        _, _, training_args = train_hf.parse_args([str(config)])
+        final = (ROOT / (training_args.final_model_dir or os.path.join(training_args.output_dir, "final"))).resolve()
+        assert not final.is_relative_to((ROOT / "demo").resolve()), (config.name, final)
+        assert final.is_relative_to((ROOT / "runs").resolve()), (config.name, final)
+
+
+def test_existing_model_is_refused_before_training(tmp_path):
+    # the user's command from issue 8: the demo recipe with another --output_dir, aimed at a directory holding a model
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors").write_bytes(b"precious")
+    command = [sys.executable, str(ROOT / "train_hf.py"), str(ROOT / "configs" / "demo" / "whisper-tiny_llada-tiny.yaml"),
+               "--train_data", str(tmp_path / "train.jsonl"), "--max_steps", "2", "--output_dir", str(tmp_path / "x"),
+               "--final_model_dir", str(model_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"--final_model_dir {model_dir} already holds a model" in done.stderr, done.stderr[-3000:]
+    assert "--overwrite_final_model true" in done.stderr
+    assert (model_dir / "model.safetensors").read_bytes() == b"precious"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors"]
+    assert not (tmp_path / "x").exists()  # refused before anything was written (or loaded)
+
+
+def test_final_model_under_output_dir_readable_and_never_overwritten(assets, tmp_path):
+    out = tmp_path / "run"
+    args = base_args(assets, out, "--max_steps", "1")
+    old_umask = os.umask(0o022)
+    try:
+        train_hf.main(args)
+    finally:
+        os.umask(old_umask)
+    final = out / "final"  # the default --final_model_dir
+    assert (final / "model.safetensors").is_file() and (final / "processor_config.json").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary directory left behind
+    for directory in (final, out):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir() if p.is_file()}
+        assert all(mode & 0o044 == 0o044 for mode in modes.values()), modes  # group/other-readable (umask 022)
+    assert final.stat().st_mode & 0o055 == 0o055
+
+    # the same command again refuses (output_dir and final hold models), before loading anything
+    (final / "NOTES.txt").write_text("kept")
+    with pytest.raises(train_hf.ExistingModelError, match=re.escape(f"{final} already holds a model")):
+        train_hf.main(args)
+    with pytest.raises(train_hf.ExistingModelError, match="--overwrite_final_model true"):
+        train_hf.main(base_args(assets, tmp_path / "fresh", "--max_steps", "1", "--final_model_dir", str(final)))
+    assert not (tmp_path / "fresh").exists()
+
+    # asked to: replaced in place (a different seed gives different weights); other files stay
+    before = load_file(final / "model.safetensors")
+    args[args.index("--seed") + 1] = "1"
+    train_hf.main(args + ["--overwrite_final_model", "true"])
+    after = load_file(final / "model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert (final / "NOTES.txt").read_text() == "kept"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -333,6 +423,27 @@ def test_bad_data_error_names_the_file(assets, tmp_path):
     args = base_args(assets, tmp_path / "out", "--max_steps", "2", "--on_bad_data", "error")
     args[args.index("--train_data") + 1] = str(manifest)
     with pytest.raises(wld.BadRecordError, match=missing):
+        train_hf.main(args)
+
+
+def test_clip_longer_than_its_manifest_says_is_skipped_and_named(assets, tmp_path, caplog):
+    # the manifest says 1 s, the file lasts 45 s: found only when the audio is loaded
+    entries = [json.loads(line) for line in Path(assets["manifest"]).read_text().splitlines()][:3]
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, np.full(45 * 16000, 0.01, dtype=np.float32), 16000)
+    entries.append({"audio_filepath": str(long_clip), "duration": 1.0, "text": "A CAT", "key": "long"})
+    manifest = write_manifest(tmp_path / "understated.jsonl", entries)
+    args = base_args(assets, tmp_path / "out", "--max_steps", "1")  # one batch of 4: every record is loaded
+    args[args.index("--train_data") + 1] = str(manifest)
+    with caplog.at_level(logging.WARNING, logger="train_hf"):
+        result = train_hf.main(args)
+    assert result["metrics"]["skipped_records"] == {wld.REASON_AUDIO_TOO_LONG: 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(long_clip) in r.getMessage()]
+    assert len(warnings) == 1 and "'long'" in warnings[0] and "45.00 s" in warnings[0], warnings
+
+    args = base_args(assets, tmp_path / "out_error", "--max_steps", "1", "--on_bad_data", "error")
+    args[args.index("--train_data") + 1] = str(manifest)
+    with pytest.raises(wld.BadRecordError, match=re.escape(str(long_clip)) + r".*audio lasts 45\.00 s"):
         train_hf.main(args)
 
 
