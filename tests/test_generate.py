@@ -113,9 +113,17 @@ def test_generation_config_holds_the_defaults(tiny_model):
      ({"decoding": "D"}, "decoding must be one of"),
      ({"kv_cache": "full"}, "kv_cache"),
      ({"threshold": 1.5}, "threshold"),
-     ({"num_beams": 5}, "Beam search")],
+     ({"num_beams": 5}, "Beam search"),
+     ({"temperature": float("nan")}, "temperature must be a finite number"),
+     ({"temperature": float("inf")}, "temperature must be a finite number"),
+     ({"threshold": float("nan")}, "threshold must be a finite number"),
+     ({"temperature": -1.0}, "temperature must be >= 0"),
+     ({"gen_length": 5000, "block_length": 5000}, r"exceeds the decoder's max_sequence_length \(512\)"),
+     ({"early_stop": "yes"}, "early_stop must be True or False"),
+     ({"remasking": "lowest"}, "remasking must be")],
 )
 def test_bad_decoding_arguments(tiny_model, kwargs, message):
+    """Every setting is checked before any forward: one clear error instead of a silent wrong result."""
     prefix = random_prefix(tiny_model, 5, 0)
     if message is None:  # 3 steps over 32 tokens is valid (remainder goes to the first steps)
         assert tiny_model.generate(inputs_embeds=prefix, **kwargs).shape == (1, 32)
@@ -185,3 +193,39 @@ def test_chunked_confidence_is_bit_identical_to_full_softmax():
     full = torch.softmax(logits.double(), -1).gather(-1, predicted[..., None]).squeeze(-1)
     assert torch.equal(_argmax_probability(logits, predicted, max_elements=1500), full)  # 1 row per chunk
     assert torch.equal(_argmax_probability(logits, predicted), full)
+
+
+def test_unknown_or_misspelled_argument_raises(tiny_model):
+    prefix = random_prefix(tiny_model, 5, 0)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['step'\]"):
+        tiny_model.generate(inputs_embeds=prefix, step=8)
+    with pytest.raises(TypeError, match=r"\['max_new_tokens', 'top_k'\]"):
+        tiny_model.generate(inputs_embeds=prefix, top_k=5, max_new_tokens=3)
+
+
+def test_decoding_strings_parse_to_generate_arguments(tiny_model):
+    from generation_llada import LladaGenerationConfig
+
+    assert LladaGenerationConfig.parse("B,kv_cache=dual,threshold=0.9,early_stop=1") == {
+        "decoding": "B", "kv_cache": "dual", "threshold": 0.9, "early_stop": True}
+    assert LladaGenerationConfig.parse("steps=16,gen_length=32,block_length=8") == {
+        "steps": 16, "gen_length": 32, "block_length": 8}
+    for text, message in (("D", "unknown preset"), ("B,C", "only the first item"), ("B,step=2", "unknown setting"),
+                          ("steps=two", "bad value for steps"), ("", "empty")):
+        with pytest.raises(ValueError, match=message):
+            LladaGenerationConfig.parse(text)
+    prefix = random_prefix(tiny_model, 6, 1)
+    parsed = tiny_model.generate(inputs_embeds=prefix, **LladaGenerationConfig.parse("C,gen_length=16"))
+    assert torch.equal(parsed, tiny_model.generate(inputs_embeds=prefix, decoding="C", gen_length=16))
+
+
+def test_decoder_owns_its_sampler(tiny_model):
+    """The LLaDA decoder generates on its own (prompt embeddings or ids); the speech model only builds the prefix."""
+    prefix = random_prefix(tiny_model, 7, 2)
+    decoder = tiny_model.decoder
+    decoder.generation_config.update(gen_length=GEN, block_length=GEN)
+    assert torch.equal(decoder.generate(inputs_embeds=prefix, decoding="B"),
+                       tiny_model.generate(inputs_embeds=prefix, decoding="B"))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    embeds = decoder.get_input_embeddings()(ids)
+    assert torch.equal(decoder.generate(input_ids=ids, decoding="A"), decoder.generate(inputs_embeds=embeds, decoding="A"))

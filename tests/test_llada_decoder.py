@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from conftest import LLADA_META, MASK_ID, needs_shared, tiny_decoder_config
 from configuration_whisper_llada import LladaConfig
 from llada_reference import official_llada_logits
-from modeling_whisper_llada import LladaForMaskedDiffusion
+from modeling_llada import LladaForMaskedDiffusion
 
 OFFICIAL_BLOCK_KEYS = ["attn_norm", "ff_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import EOS_ID, MASK_ID, WHISPER_TINY, needs_shared, tiny_config, tiny_decoder_config
-from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+from modeling_llada import LladaForMaskedDiffusion
+from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
 
 def features(batch: int, seconds: list[float]):

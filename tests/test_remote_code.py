@@ -378,7 +378,8 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(model, processor, saved
 def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
     from safetensors.torch import load_file
 
-    from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+    from modeling_llada import LladaForMaskedDiffusion
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     torch.manual_seed(0)
     decoder_dir = tmp_path / "tiny-llada"

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 
 import train_hf
 import whisper_llada_data as wld
-from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+from modeling_llada import LladaForMaskedDiffusion
+from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 from processing_whisper_llada import LLADA_CHAT_TEMPLATE
 
 WORDS = ["a", "cat", "sat", "on", "the", "mat", "dog", "ran", "far", "away", "sun", "is", "hot"]
