@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +36,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from configuration_whisper_llada import LladaConfig, WhisperLladaConfig  # noqa: E402
+from eval_hf import write_atomic  # noqa: E402
+from generation_llada import APPROXIMATE_SETTINGS, LladaGenerationConfig  # noqa: E402
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration  # noqa: E402
+from pipeline_whisper_llada import transcribe  # noqa: E402
 from processing_whisper_llada import WhisperLladaProcessor, load_audio  # noqa: E402
 from text_normalization import wer_percent  # noqa: E402
 from whisper_llada_data import read_manifest  # noqa: E402
@@ -48,43 +49,45 @@ REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.
 TARGET_RTFX = {"A": 600, "B": 200, "C": 60}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
-    """One benchmark row: a decoding preset plus the opt-in approximations."""
+    """One benchmark row: a decoding string as `eval_hf.py --decoding` takes it ("C,kv_cache=dual,threshold=0.9"),
+    parsed by `LladaGenerationConfig.parse`."""
 
     decoding: str
-    kv_cache: str | None = None
-    threshold: float | None = None
-    early_stop: bool = False
+
+    def generate_kwargs(self) -> dict:
+        return LladaGenerationConfig.parse(self.decoding)
 
     @property
     def name(self) -> str:
-        parts = [self.decoding]
-        if self.kv_cache:
-            parts.append(f"{self.kv_cache} cache")
-        if self.threshold is not None:
-            parts.append(f"threshold {self.threshold:g}")
-        if self.early_stop:
-            parts.append("early stop")
-        return " + ".join(parts)
+        kwargs = self.generate_kwargs()
+        parts = [kwargs.get("decoding") or "default"]
+        parts += [f"{k}={v}" for k, v in kwargs.items() if k != "decoding" and k not in APPROXIMATE_SETTINGS]
+        name = ",".join(parts)
+        if kwargs.get("kv_cache"):
+            name += f" + {kwargs['kv_cache']} cache"
+        if kwargs.get("threshold") is not None:
+            name += f" + threshold {kwargs['threshold']:g}"
+        if kwargs.get("early_stop"):
+            name += " + early stop"
+        return name
 
     @property
     def exact(self) -> bool:
-        return self.kv_cache is None and self.threshold is None and not self.early_stop
-
-    def generate_kwargs(self) -> dict:
-        return {"decoding": self.decoding, "kv_cache": self.kv_cache, "threshold": self.threshold,
-                "early_stop": self.early_stop}
+        kwargs = self.generate_kwargs()
+        return not (kwargs.get("kv_cache") or kwargs.get("threshold") is not None or kwargs.get("early_stop"))
 
 
-CPU_VARIANTS = [
-    Variant("A"), Variant("B"), Variant("C"),
-    Variant("B", kv_cache="prefix"), Variant("B", kv_cache="dual"), Variant("B", threshold=0.9), Variant("B", early_stop=True),
-    Variant("C", kv_cache="prefix"), Variant("C", kv_cache="dual"), Variant("C", threshold=0.9), Variant("C", early_stop=True),
-    Variant("C", kv_cache="dual", threshold=0.9, early_stop=True),
-]
-GPU_VARIANTS = [Variant("A"), Variant("B"), Variant("C"), Variant("B", kv_cache="dual"), Variant("C", kv_cache="dual"),
-                Variant("C", kv_cache="dual", threshold=0.9)]
+CPU_VARIANTS = [Variant(d) for d in (
+    "A", "B", "C",
+    "B,kv_cache=prefix", "B,kv_cache=dual", "B,threshold=0.9", "B,early_stop=1",
+    "C,kv_cache=prefix", "C,kv_cache=dual", "C,threshold=0.9", "C,early_stop=1",
+    "C,kv_cache=dual,threshold=0.9,early_stop=1",
+)]
+GPU_VARIANTS = [Variant(d) for d in (
+    "A", "B", "C", "B,kv_cache=dual", "C,kv_cache=dual", "C,kv_cache=dual,threshold=0.9",
+)]
 
 
 def select_variants(variants: list[Variant], names: list[str] | None) -> list[Variant]:
@@ -109,15 +112,11 @@ def batches(items: list, size: int):
 
 
 def time_whisper_llada(model, processor, waves, variant: Variant, batch_size: int, device) -> tuple[list[str], float]:
-    """Transcribes `waves` (sorted by length) and returns the texts and the processing seconds."""
-    texts: list[str] = []
+    """Transcribes `waves` (sorted by length) through the pipeline's `transcribe` and returns the texts and the
+    processing seconds."""
     synchronize(device)
     start = time.perf_counter()
-    for chunk in batches(waves, batch_size):
-        features = processor.feature_extractor(chunk, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
-        ids = model.generate(input_features=features.input_features.to(device, model.encoder.dtype),
-                             attention_mask=features.attention_mask.to(device), **variant.generate_kwargs())
-        texts.extend(processor.batch_decode(ids.cpu()))
+    texts = transcribe(model, processor, waves, batch_size=batch_size, **variant.generate_kwargs())
     synchronize(device)
     return texts, time.perf_counter() - start
 
@@ -141,10 +140,7 @@ def write_section(name: str, body: str) -> None:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    handle, tmp = tempfile.mkstemp(dir=BENCHMARKS.parent, prefix=".BENCHMARKS.")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(tmp, BENCHMARKS)
+    write_atomic(BENCHMARKS, text)
 
 
 def command_line() -> str:
@@ -257,10 +253,7 @@ def merge_gpu_results(path: Path, setup: str, new: list[dict]) -> list[dict]:
     order = {v.name: i for i, v in enumerate(GPU_VARIANTS)}
     rows.sort(key=lambda r: (order.get(r["variant"], len(order)), r["batch_size"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as out:
-        json.dump({"setup": setup, "results": rows}, out, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"setup": setup, "results": rows}, indent=1))
     return rows
 
 
@@ -278,8 +271,8 @@ def run_gpu(args) -> list[dict]:
     waves = [rng.standard_normal(int(d * 16000)).astype(np.float32) * 0.05 for d in durations]
     audio_seconds = sum(durations)
 
-    def decode_ids(ids):  # detokenisation stand-in: ids -> python lists (no tokenizer for random weights)
-        return [row for row in ids.cpu().tolist()]
+    def decode_ids(ids):  # detokenisation stand-in (no tokenizer for random weights): ids -> text of numbers
+        return [" ".join(map(str, row)) for row in ids.cpu().tolist()]
 
     processor.batch_decode = decode_ids
     results = []

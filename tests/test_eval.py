@@ -1,5 +1,6 @@
-"""eval_hf.py: WER normalisation, decoding/split naming, an end-to-end run on a tiny random model, resume, and the
-no-argument demo run."""
+"""eval_hf.py: WER normalisation, decoding/split naming, an end-to-end run on a tiny random model, resume, long audio,
+and the demo defaults. The reliability cases (run signatures, bad files, Ctrl-C, a chaos run) are in
+test_eval_reliability.py."""
 
 import json
 import shutil
@@ -41,11 +42,19 @@ def test_decoding_names_record_approximations():
     assert d.generate_kwargs() == {"decoding": "B", "threshold": 0.9, "kv_cache": "dual"}
     d = eval_hf.parse_decoding("steps=16,gen_length=128,block_length=32")
     assert d.name == "steps=16,gen_length=128,block_length=32" and d.preset is None
-    assert d.overrides == {"steps": 16, "gen_length": 128, "block_length": 32}
+    assert d.generate_kwargs() == {"steps": 16, "gen_length": 128, "block_length": 32}
     d = eval_hf.parse_decoding("C,kv_cache=prefix,early_stop=1", threshold=0.5)
-    assert d.name == "C+prefix+thr0.5+es" and d.overrides["early_stop"] is True
-    with pytest.raises(ValueError, match="unknown setting"):
+    assert d.name == "C+prefix+thr0.5+es" and d.generate_kwargs()["early_stop"] is True
+    # a setting in the string wins over the global flag
+    assert eval_hf.parse_decoding("B,threshold=0.8", threshold=0.5).generate_kwargs()["threshold"] == 0.8
+    with pytest.raises(ValueError, match="unknown setting"):  # LladaGenerationConfig.parse's message
         eval_hf.parse_decoding("steps=8,foo=1")
+    with pytest.raises(ValueError, match="unknown preset"):
+        eval_hf.parse_decoding("D")
+    # AR: gen_length is kept as an alias of transformers' max_new_tokens
+    d = eval_hf.parse_decoding("AR,gen_length=64,num_beams=2", threshold=0.9)
+    assert d.autoregressive and d.name == "AR,gen_length=64,num_beams=2"
+    assert d.generate_kwargs() == {"max_new_tokens": 64, "num_beams": 2}
     args = eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--steps", "16", "--gen_length", "64"])
     assert [d.name for d in args.decodings] == ["steps=16,gen_length=64"]
     args = eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--decoding", "A", "--kv_cache", "dual"])
@@ -88,6 +97,7 @@ def tiny_checkpoint(tmp_path_factory):
                          eot_token_id=processor.eot_token_id, **ids)
     torch.manual_seed(0)
     model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.update(gen_length=32, block_length=32)
     path = tmp_path_factory.mktemp("tiny_whisper_llada")
     model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -148,8 +158,9 @@ def full_run(tiny_checkpoint, manifest, tmp_path_factory):
 @needs_shared(WHISPER_TINY)
 def test_results_schema(full_run, tiny_checkpoint):
     report = json.loads((full_run / "results.json").read_text())
-    assert report["model"] == str(tiny_checkpoint)
+    assert report["model"] == str(tiny_checkpoint) and report["status"] == "complete" and not report["resumed"]
     assert report["device"].startswith("cpu") and report["dtype"] == "float32" and report["date"]
+    assert report["skipped"] == {"three_clips": []} and report["long_audio"] == "chunk"
     rows = report["results"]
     assert [(r["decoding"], r["split"]) for r in rows] == [("A", "three_clips"), ("B", "three_clips")]
     for row in rows:
@@ -158,6 +169,14 @@ def test_results_schema(full_run, tiny_checkpoint):
         assert row["audio_seconds"] == pytest.approx(4.21 + 12.27 + 12.665, abs=0.01)
         assert row["rtfx"] == pytest.approx(row["audio_seconds"] / row["processing_seconds"])
         assert row["batch_size"] == 2 and row["gen_length"] == 32 and row["block_length"] == 32
+        assert row["chunked_utterances"] == row["truncated_utterances"] == row["skipped_utterances"] == 0
+        # the run signature: what a resumed run must match
+        signature = row["run_signature"]
+        assert signature["model"]["path"] == str(Path(tiny_checkpoint).resolve()) and signature["model"]["fingerprint"]
+        assert (signature["dtype"], signature["device_type"], signature["batch_size"]) == ("float32", "cpu", 2)
+        assert signature["data"]["utterances"] == 3 and signature["decoding"]["steps"] == row["steps"]
+        meta = json.loads((full_run / row["hypotheses_file"].replace(".jsonl", ".meta.json")).read_text())
+        assert meta["run_signature"] == signature
     assert rows[0]["steps"] == 1 and rows[1]["steps"] == 8
 
 
@@ -180,27 +199,33 @@ def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manif
     finished = _lines(full_run / "hypotheses_A_three_clips.jsonl")
     kept = [line for line in finished if line["key"] != CLIPS[1]]
     hyp_file = tmp_path / "hypotheses_A_three_clips.jsonl"
-    # two finished utterances and the first bytes of a line cut short by a kill
+    # two finished utterances and the first bytes of a line cut short by a kill, with the run's signature
     hyp_file.write_text("".join(json.dumps(line) + "\n" for line in kept) + '{"key": "7312-92')
+    shutil.copy(full_run / "hypotheses_A_three_clips.meta.json", tmp_path)
     calls = _count_generate(monkeypatch)
     _run(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
     assert calls == [1]
     lines = _lines(hyp_file)
     assert [line["key"] for line in lines] == [kept[0]["key"], kept[1]["key"], CLIPS[1]]
-    row = json.loads((tmp_path / "results.json").read_text())["results"][0]
+    report = json.loads((tmp_path / "results.json").read_text())
+    row = report["results"][0]
+    assert report["resumed"] and row["resumed"]
     assert row["num_utterances"] == 3 and row["resumed_utterances"] == 2 and row["timed_utterances"] == 1
-    assert row["audio_seconds"] == pytest.approx(12.27, abs=0.01)  # RTFx counts the newly timed utterance only
+    # RTFx covers all utterances: the resumed ones with the timings of the batches they were decoded in
+    assert row["audio_seconds"] == pytest.approx(4.21 + 12.27 + 12.665, abs=0.01)
+    assert row["rtfx"] == pytest.approx(row["audio_seconds"] / row["processing_seconds"])
     # greedy decoding is deterministic: the same hypotheses and WER as the uninterrupted run
     assert {line["key"]: line["hypothesis"] for line in lines} == {f["key"]: f["hypothesis"] for f in finished}
     full = json.loads((full_run / "results.json").read_text())["results"][0]
     assert row["wer"] == pytest.approx(full["wer"])
 
-    # everything done: nothing decoded, the earlier timing is kept
+    # everything done: nothing decoded, the same numbers
     calls.clear()
     _run(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
     assert calls == []
     again = json.loads((tmp_path / "results.json").read_text())["results"][0]
-    assert again["rtfx"] == pytest.approx(row["rtfx"]) and again["timing_from_earlier_run"] is True
+    assert again["rtfx"] == pytest.approx(row["rtfx"]) and again["wer"] == pytest.approx(row["wer"])
+    assert again["timed_utterances"] == 0 and again["resumed_utterances"] == 3
     assert len(_lines(hyp_file)) == 3
 
 
@@ -217,20 +242,43 @@ def test_explicit_decoding_and_max_utterances(tiny_checkpoint, manifest, tmp_pat
     assert (tmp_path / "hypotheses_steps_4_gen_length_16_block_length_8+es_three_clips.jsonl").exists()
 
 
-@needs_shared(WHISPER_TINY)
-def test_audio_over_30_seconds_is_truncated_and_counted(tiny_checkpoint, tmp_path):
+def _long_clip(folder: Path) -> Path:
+    """A 31 s clip (two demo utterances, repeated) and a manifest for it."""
     import numpy as np
     import soundfile
 
     wave = np.concatenate([soundfile.read(DEMO_AUDIO / f"{key}.flac", dtype="float32")[0] for key in CLIPS[1:]])
-    soundfile.write(tmp_path / "long.wav", np.tile(wave, 2)[: 31 * 16000], 16000)
-    (tmp_path / "long.jsonl").write_text(json.dumps({"audio_filepath": "long.wav", "text": "SOME WORDS"}) + "\n")
-    _run(tiny_checkpoint, tmp_path / "long.jsonl", tmp_path / "out", "--decoding", "A")
-    row = json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]
-    assert row["truncated_utterances"] == 1 and row["audio_seconds"] == pytest.approx(30.0)
-    assert _lines(tmp_path / "out" / "hypotheses_A_long.jsonl")[0]["truncated"] is True
-    with pytest.raises(Exception, match="longer than"):
-        _run(tiny_checkpoint, tmp_path / "long.jsonl", tmp_path / "out2", "--decoding", "A", "--long_audio", "error")
+    soundfile.write(folder / "long.wav", np.tile(wave, 2)[: 31 * 16000], 16000)
+    (folder / "long.jsonl").write_text(json.dumps({"audio_filepath": "long.wav", "text": "SOME WORDS"}) + "\n")
+    return folder / "long.jsonl"
+
+
+@needs_shared(WHISPER_TINY)
+def test_audio_over_30_seconds_is_transcribed_long_form_by_default(tiny_checkpoint, tmp_path, monkeypatch):
+    long = _long_clip(tmp_path)
+    calls = _count_generate(monkeypatch)
+    _run(tiny_checkpoint, long, tmp_path / "out", "--decoding", "A")
+    assert calls == [2]  # two windows, cut in a pause, decoded as one batch
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    row = report["results"][0]
+    assert report["long_audio"] == "chunk" and row["chunked_utterances"] == 1 and row["truncated_utterances"] == 0
+    assert row["audio_seconds"] == pytest.approx(31.0)
+    line = _lines(tmp_path / "out" / "hypotheses_A_long.jsonl")[0]
+    assert (line["chunked"], line["windows"], line["truncated"]) == (True, 2, False)
+    assert "1 utterance(s) over 30 s transcribed long-form" in (tmp_path / "out" / "results.md").read_text()
+
+    # the old truncation, as an explicit option: counted, and the audio seconds are the 30 s decoded
+    _run(tiny_checkpoint, long, tmp_path / "cut", "--decoding", "A", "--long_audio", "truncate")
+    row = json.loads((tmp_path / "cut" / "results.json").read_text())["results"][0]
+    assert row["truncated_utterances"] == 1 and row["chunked_utterances"] == 0
+    assert row["audio_seconds"] == pytest.approx(30.0)
+    assert _lines(tmp_path / "cut" / "hypotheses_A_long.jsonl")[0]["truncated"] is True
+
+    # error: refuses before decoding anything, naming the file
+    calls.clear()
+    with pytest.raises(SystemExit, match=r"--long_audio error\): \S*long\.wav \(31\.0 s\)"):
+        _run(tiny_checkpoint, long, tmp_path / "refused", "--decoding", "A", "--long_audio", "error")
+    assert calls == [] and not list((tmp_path / "refused").glob("hypotheses_*"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -247,16 +295,26 @@ def test_demo_audio_bundle():
         assert line["text"] == line["text"].upper() and line["duration"] > 0
 
 
-def test_no_argument_demo_run(tmp_path):
-    """`python eval_hf.py` with no arguments: bundled demo model, bundled clips, A B C, into outputs/demo_eval
-    (relative to the working directory)."""
-    done = subprocess.run([sys.executable, str(ROOT / "eval_hf.py")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=1800)
+def test_no_argument_defaults():
+    """`python eval_hf.py` with no arguments means: the bundled model and clips, A B C AR (AR only for causal models),
+    into outputs/demo_eval, long audio transcribed long-form, bad files skipped."""
+    args = eval_hf.parse_args([])
+    assert args.models == [str(eval_hf.DEMO_MODEL)] and args.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
+    assert [d.name for d in args.decodings] == ["A", "B", "C", "AR"] and args.default_decodings
+    assert args.output_dir == str(eval_hf.DEMO_OUTPUT)
+    assert (args.long_audio, args.on_bad_data, args.overwrite) == ("chunk", "skip", False)
+
+
+def test_demo_run(tmp_path):
+    """The bundled demo model on three of the bundled clips with one decoding, default output dir (relative to the
+    working directory); the full no-argument run (A B C on all 15 clips) is what `bench_hf.py cpu` measures."""
+    done = subprocess.run([sys.executable, str(ROOT / "eval_hf.py"), "--decoding", "B", "--max_utterances", "3",
+                           "--no_progress"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "outputs" / "demo_eval"
     report = json.loads((out / "results.json").read_text())
-    assert [(r["decoding"], r["split"]) for r in report["results"]] == [("A", "demo"), ("B", "demo"), ("C", "demo")]
-    for row in report["results"]:
-        assert row["num_utterances"] == 15 and 0 <= row["wer"] and row["rtfx"] > 0
-        assert len(_lines(out / f"hypotheses_{row['decoding']}_demo.jsonl")) == 15
-    assert "| demo/model | C |" in (out / "results.md").read_text()
+    assert [(r["decoding"], r["split"]) for r in report["results"]] == [("B", "demo")]
+    row = report["results"][0]
+    assert row["num_utterances"] == 3 and 0 <= row["wer"] and row["rtfx"] > 0
+    assert len(_lines(out / "hypotheses_B_demo.jsonl")) == 3
+    assert "| demo/model | B |" in (out / "results.md").read_text()

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Two checks behind the numbers in demo/README.md and BENCHMARKS.md.
+
+    python demo/diagnostics.py loss-curve RUN_OUTPUT_DIR --output demo/loss_curve.png
+        Training and validation loss of a train_hf.py run (the `log_history` of its latest checkpoint's
+        trainer_state.json) as a PNG (needs matplotlib).
+
+    python demo/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [--data2 train.jsonl]
+        Does the model use the speech? The masked-diffusion loss of each utterance with its own audio vs with another
+        utterance's audio (the next one in the manifest), with the same masks (same seeds), averaged over --seeds
+        seeds. A model that transcribes has a much lower loss with its own audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import whisper_llada_data as wld  # noqa: E402
+
+
+def latest_trainer_state(run_dir: Path) -> Path:
+    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    final = run_dir / "trainer_state.json"
+    candidates = ([final] if final.exists() else []) + states[::-1]
+    if not candidates:
+        raise SystemExit(f"error: no trainer_state.json in {run_dir} or its checkpoint-* folders")
+    return candidates[0]
+
+
+def loss_curve(run_dir: Path, output: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = json.loads(latest_trainer_state(run_dir).read_text())["log_history"]
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    valid = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train), label="training loss (every 10 steps)")
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="validation loss (training speakers, held-out utterances)")
+    ax.set_xlabel("step (batch 16)")
+    ax.set_ylabel("masked-diffusion loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    return {"train": train, "valid": valid}
+
+
+@torch.no_grad()
+def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> dict:
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    records = wld.read_manifest(manifest)[:limit]
+    rate = processor.feature_extractor.sampling_rate
+    features = processor(audio=[wld.load_audio(r["audio"], rate) for r in records], sampling_rate=rate)
+    own, other = [], []
+    for i, record in enumerate(records):
+        labels = processor(text=[wld.normalize_transcript(record["text"])])["labels"]
+        j = (i + 1) % len(records)
+        losses = {"own": 0.0, "other": 0.0}
+        for seed in range(seeds):
+            for name, k in (("own", i), ("other", j)):
+                torch.manual_seed(seed)  # the same masks (t and positions) for both audios
+                out = model(input_features=features["input_features"][k : k + 1],
+                            attention_mask=features["attention_mask"][k : k + 1], labels=labels)
+                losses[name] += out.loss.item() / seeds
+        own.append(losses["own"])
+        other.append(losses["other"])
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {"utterances": len(records), "seeds": seeds, "own_audio_loss": mean(own), "other_audio_loss": mean(other),
+            "ratio": mean(other) / mean(own)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    curve = commands.add_parser("loss-curve")
+    curve.add_argument("run_dir", type=Path)
+    curve.add_argument("--output", type=Path, required=True)
+    check = commands.add_parser("speech-use")
+    check.add_argument("--model", required=True)
+    check.add_argument("--data", nargs="+", required=True, help="one or more manifests, each reported on its own")
+    check.add_argument("--seeds", type=int, default=6)
+    check.add_argument("--limit", type=int, default=None, help="only the first N utterances of each manifest")
+    args = parser.parse_args(argv)
+    if args.command == "loss-curve":
+        points = loss_curve(args.run_dir, args.output)
+        print(json.dumps({"output": str(args.output), "last_train": points["train"][-1],
+                          "valid": points["valid"]}))
+    else:
+        for manifest in args.data:
+            print(json.dumps({"data": manifest, **speech_use(args.model, manifest, args.seeds, args.limit)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
