@@ -117,11 +117,10 @@ class WhisperLladaPreTrainedModel(PreTrainedModel):
 
 class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     """Whisper encoder (frozen) -> projector (trainable) -> LLaDA decoder (frozen), with the LLaDA SFT
-    masked-diffusion loss in `forward` and LLaDA's low-confidence remasking sampler in `generate`.
+    masked-diffusion loss in `forward`; `generate` builds the speech prefix and hands off to the decoder's sampler.
 
     With `config.decoder_type == "causal"` the decoder is a causal LM (`AutoModelForCausalLM`): `forward` computes
-    next-token cross-entropy on the answer (`_causal_loss`) and `generate` is transformers' greedy / beam search with a
-    KV cache (`_causal_generate`)."""
+    next-token cross-entropy on the answer (`_causal_loss`) and `generate` hands off to transformers' own."""
 
     accepts_loss_kwargs = False
 

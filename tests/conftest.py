@@ -1,8 +1,16 @@
-"""Shared fixtures: tiny random configs for unit tests, paths to the real assets in ../shared."""
+"""Shared test builders and fixtures: paths to the real assets in ../shared, tiny random configs and models, the one
+synthetic audio generator, the real-tokenizer processor and ASR pipeline, loading a saved checkpoint as remote code in
+a clean process, and eval_hf.py runs on a tiny checkpoint with three bundled demo clips."""
 
+import json
+import os
+import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +66,234 @@ def tiny_whisper_llada(gen_length: int = 32, **overrides):
 def tiny_model():
     torch.manual_seed(0)
     return tiny_whisper_llada()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Synthetic audio
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def synthetic_speech(seconds: float = 2.0, rate: int = 16000, seed=0, *, freq: float = 220.0, amplitude: float = 0.3,
+                     tremolo: float | None = 1.5, noise: float = 0.01) -> np.ndarray:
+    """The tests' synthetic audio: float32 mono, int(seconds * rate) samples of an `amplitude` x `freq` Hz sine,
+    amplitude-modulated at `tremolo` Hz (None: a steady tone), plus Gaussian noise of std `noise` drawn from
+    np.random.default_rng(seed) (an int seed, or a Generator to draw from). The default, a 220 Hz tone swelling
+    1.5 times a second over faint noise, stands in for speech; `tremolo=None, noise=0` is a pure tone and
+    `amplitude=0` plain noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = amplitude * np.sin(2 * np.pi * freq * t)
+    if tremolo:
+        wave = wave * np.sin(2 * np.pi * tremolo * t)
+    if noise:
+        wave = wave + noise * np.random.default_rng(seed).standard_normal(t.size)
+    return wave.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The real Whisper tokenizer / feature extractor (../shared) with tiny random models; the ASR pipeline
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_processor():
+    """Whisper tiny.en's feature extractor and its tokenizer with LLaDA's special tokens."""
+    from transformers import WhisperFeatureExtractor
+
+    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
+
+    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
+    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
+
+
+def decoder_config_for(processor, **overrides) -> LladaConfig:
+    """A tiny LLaDA decoder config whose vocabulary and special ids are the processor's tokenizer's."""
+    vocab = len(processor.tokenizer)
+    values = dict(vocab_size=vocab, embedding_size=vocab, mask_token_id=processor.mask_token_id,
+                  eos_token_id=processor.eos_token_id, pad_token_id=processor.eos_token_id,
+                  bos_token_id=processor.tokenizer.bos_token_id)
+    values.update(overrides)
+    return tiny_decoder_config(**values)
+
+
+def make_tiny_asr_model(processor, **generation):
+    """A tiny random WhisperLladaForConditionalGeneration (seed 0) for the processor's tokenizer and prompt; decoding
+    defaults gen_length = block_length = 16, steps 4 unless `generation` says otherwise."""
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
+                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
+                         eot_token_id=processor.eot_token_id)
+    torch.manual_seed(0)
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.update(**{"gen_length": 16, "block_length": 16, "steps": 4, **generation})
+    return model
+
+
+def make_pipeline(model, processor):
+    from transformers import pipeline
+
+    from pipeline_whisper_llada import WhisperLladaASRPipeline
+
+    return pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
+                    feature_extractor=processor.feature_extractor, pipeline_class=WhisperLladaASRPipeline)
+
+
+def record_generate(model, monkeypatch) -> list[dict]:
+    """Wraps `model.generate` to record each call's keyword arguments and returned ids."""
+    calls = []
+    original = type(model).generate
+
+    def generate(self, *args, **kwargs):
+        ids = original(self, *args, **kwargs)
+        calls.append({**kwargs, "ids": ids})
+        return ids
+
+    monkeypatch.setattr(type(model), "generate", generate)
+    return calls
+
+
+def first_librispeech_flac() -> Path:
+    import soundfile
+
+    for path in sorted(LIBRISPEECH.glob("*/*/*.flac")):
+        if soundfile.info(str(path)).duration <= 20:
+            return path
+    pytest.skip(f"no LibriSpeech clip of at most 20 s under {LIBRISPEECH}")
+
+
+@pytest.fixture(scope="module")
+def processor():
+    if not WHISPER_TINY.exists():
+        pytest.skip(f"{WHISPER_TINY} not available")
+    return make_processor()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Saved checkpoints as remote code, loaded in a clean process
+# ----------------------------------------------------------------------------------------------------------------------
+
+PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py",
+                 "modeling_llada.py", "generation_llada.py", "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"}
+
+CHILD_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    model_dir, inputs_file = sys.argv[1], sys.argv[2]
+    # A user who only downloaded the checkpoint has no copy of this package: hide an installed (e.g. editable) one.
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
+    try:
+        import modeling_whisper_llada  # noqa: F401
+        repo_importable = True
+    except ImportError:
+        repo_importable = False
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor, pipeline
+
+    inputs = torch.load(inputs_file)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    s2s = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    features = processor(audio=inputs["audio"].numpy(), sampling_rate=16000)
+    asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
+    result = {
+        "repo_importable": repo_importable,
+        "classes": [type(config).__name__, type(model).__name__, type(s2s).__name__, type(processor).__name__,
+                    type(asr).__name__, type(asr.model).__name__],
+        "ids_model": model.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
+        "ids_s2s": s2s.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
+        "features_equal": bool(torch.equal(features["input_features"], inputs["input_features"])
+                               and torch.equal(features["attention_mask"], inputs["attention_mask"])),
+        "pipeline": asr(inputs["audio"].numpy()),
+    }
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+def load_in_clean_process(saved_dir, audio, features, tmp_path) -> dict:
+    """Runs CHILD_SCRIPT on `saved_dir` in a fresh interpreter that cannot import the repository (offline, own modules
+    cache) with the given audio and features; returns its RESULT dict."""
+    inputs_file = tmp_path / "inputs.pt"
+    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
+               inputs_file)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, str(saved_dir), str(inputs_file)], cwd=elsewhere,
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# eval_hf.py on a tiny checkpoint and three bundled demo clips
+# ----------------------------------------------------------------------------------------------------------------------
+
+DEMO_AUDIO = ROOT / "demo" / "audio"
+CLIPS = ["7312-92432-0000", "7312-92432-0001", "32-21631-0004"]  # 4.2 s, 12.3 s, 12.7 s
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random whisper-llada model with a real (Whisper-BPE, LLaDA-style) tokenizer, saved as remote code;
+    decoding defaults gen_length = block_length = 32, 8 steps."""
+    processor = make_processor()
+    model = make_tiny_asr_model(processor, gen_length=32, block_length=32, steps=8)
+    path = tmp_path_factory.mktemp("tiny_whisper_llada")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """The 3 CLIPS of the bundled demo audio, NeMo format with relative paths."""
+    folder = tmp_path_factory.mktemp("clips")
+    lines = [line for line in read_jsonl(DEMO_AUDIO / "manifest.jsonl") if line["key"] in CLIPS]
+    assert len(lines) == 3
+    for line in lines:
+        shutil.copy(DEMO_AUDIO / line["audio_filepath"], folder / line["audio_filepath"])
+    path = folder / "three_clips.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def count_generate(monkeypatch) -> list[int]:
+    """Wraps the model eval_hf loads so that its generate records the batch size of each call."""
+    import eval_hf
+
+    calls = []
+    load = eval_hf.load_model_and_processor
+
+    def counting_load(*args, **kwargs):
+        model, processor = load(*args, **kwargs)
+        generate = model.generate
+
+        def counted(*g_args, **g_kwargs):
+            calls.append(g_kwargs["input_features"].shape[0])
+            return generate(*g_args, **g_kwargs)
+
+        model.generate = counted
+        return model, processor
+
+    monkeypatch.setattr(eval_hf, "load_model_and_processor", counting_load)
+    return calls
+
+
+def run_eval(checkpoint, manifest, out, *extra):
+    """eval_hf.main in process on CPU, no warm-up, no progress bar; asserts it returns 0."""
+    import eval_hf
+
+    argv = ["--model", str(checkpoint), "--data", str(manifest), "--output_dir", str(out), "--device", "cpu",
+            "--warmup_batches", "0", "--no_progress", *extra]
+    assert eval_hf.main(argv) == 0
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]

@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, TINY_VOCAB, WHISPER_TINY, needs_shared, tiny_config
+from conftest import (BOS_ID, CLIPS, DEMO_AUDIO, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, PACKAGE_FILES, TINY_VOCAB,
+                      WHISPER_TINY, first_librispeech_flac, load_in_clean_process, make_pipeline, make_tiny_asr_model,
+                      needs_shared, record_generate, synthetic_speech, tiny_config)
 
 
 def tiny_llama_config(**overrides):
@@ -238,23 +240,12 @@ def make_tiny_causal_asr_model(processor):
 
 
 @pytest.fixture(scope="module")
-def processor():
-    if not WHISPER_TINY.exists():
-        pytest.skip(f"{WHISPER_TINY} not available")
-    from test_remote_code import make_processor
-
-    return make_processor()
-
-
-@pytest.fixture(scope="module")
 def asr_model(processor):
     return make_tiny_causal_asr_model(processor)
 
 
 @needs_shared(WHISPER_TINY)
 def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp_path):
-    from test_remote_code import PACKAGE_FILES, load_in_clean_process, synthetic_speech
-
     saved = tmp_path / "causal"
     asr_model.save_pretrained(saved)
     processor.save_pretrained(saved)
@@ -276,8 +267,6 @@ def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp
 
 @needs_shared(LIBRISPEECH)
 def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
-    from test_remote_code import first_librispeech_flac, make_pipeline, record_generate
-
     calls = record_generate(asr_model, monkeypatch)
     asr = make_pipeline(asr_model, processor)
     path = first_librispeech_flac()
@@ -311,7 +300,6 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     from transformers import LlamaForCausalLM
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-    from test_remote_code import synthetic_speech
 
     decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
     c = model.config
@@ -341,7 +329,6 @@ def test_lora_targets_llama_modules_and_merges_on_load(processor, tmp_path):
     import train_hf
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-    from test_remote_code import synthetic_speech
 
     decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
     train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_dropout=0.0))
@@ -392,8 +379,6 @@ def test_train_hf_builds_a_causal_decoder_from_scratch():
 @needs_shared(WHISPER_TINY)
 def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, tmp_path):
     import eval_hf
-    from test_eval import CLIPS, DEMO_AUDIO
-    from test_remote_code import make_tiny_asr_model
 
     causal_dir, llada_dir = tmp_path / "ar", tmp_path / "llada"
     for model, directory in ((asr_model, causal_dir), (make_tiny_asr_model(processor), llada_dir)):

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import whisper_llada_data as wd  # noqa: E402
+from conftest import synthetic_speech  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 LIBRI = SHARED / "data" / "LibriSpeech" / "train-clean-5"
@@ -38,9 +40,8 @@ def count_transcript_lines(trans_files) -> int:
     return sum(1 for f in trans_files for line in f.read_text().splitlines() if line.strip())
 
 
-def sine(rate: int, seconds: float, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(rate * seconds)) / rate
-    return (0.8 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+# A steady 440 Hz tone of amplitude 0.8: sine(seconds, rate=16000).
+sine = partial(synthetic_speech, freq=440.0, amplitude=0.8, tremolo=None, noise=0.0)
 
 
 # --------------------------------------------------------------------------- load_audio
@@ -64,7 +65,7 @@ def test_load_real_flac_all_source_forms(libri_flac: Path):
 
 def test_stereo_downmix_and_resample(tmp_path: Path):
     rate, seconds = 44100, 0.5
-    left = sine(rate, seconds)
+    left = sine(seconds, rate)
     stereo = np.stack([left, np.zeros_like(left)], axis=1)  # (frames, 2)
     path = tmp_path / "stereo.wav"
     sf.write(str(path), stereo, rate, subtype="FLOAT")
@@ -80,7 +81,7 @@ def test_stereo_downmix_and_resample(tmp_path: Path):
 
 
 def test_array_sources_channels_first_int_pcm_and_resampling():
-    mono = sine(8000, 0.25)
+    mono = sine(0.25, 8000)
     channels_first = np.stack([mono, mono])  # (2, frames), datasets-style layout
     wave = wd.load_audio({"raw": channels_first, "sampling_rate": 8000})
     assert wave.shape == (len(mono) * 2,)
@@ -143,7 +144,7 @@ def test_nan_audio_errors(tmp_path: Path):
         wd.load_audio(nan_wav)
     assert str(nan_wav) in str(info.value)
 
-    partly = sine(16000, 0.1)
+    partly = sine(0.1)
     partly[5] = np.inf
     with pytest.raises(wd.AudioLoadError, match="1 of 1600 samples"):
         wd.load_audio({"array": partly, "sampling_rate": 16000})
@@ -428,9 +429,9 @@ def test_hf_librispeech_on_local_parquet_repo(tmp_path: Path, libri_flac: Path):
 @pytest.fixture()
 def mixed_records(tmp_path: Path):
     good = tmp_path / "good.wav"
-    sf.write(str(good), sine(16000, 1.0), 16000)
+    sf.write(str(good), sine(1.0), 16000)
     long = tmp_path / "long.wav"
-    sf.write(str(long), sine(16000, 3.0), 16000)
+    sf.write(str(long), sine(3.0), 16000)
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"garbage" * 20)
     return [

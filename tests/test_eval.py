@@ -9,16 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import ROOT, WHISPER_TINY, needs_shared, tiny_config, tiny_decoder_config
+from conftest import CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, needs_shared, read_jsonl, run_eval
 
 import eval_hf
 from text_normalization import normalize_text, wer_percent
-
-DEMO_AUDIO = ROOT / "demo" / "audio"
-CLIPS = ["7312-92432-0000", "7312-92432-0001", "32-21631-0004"]  # 4.2 s, 12.3 s, 12.7 s
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # WER and names
@@ -74,84 +69,14 @@ def test_split_names(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# End to end on a tiny random model
+# End to end on a tiny random model (conftest's `tiny_checkpoint`) and 3 bundled demo clips (conftest's `manifest`)
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A tiny random whisper-llada model with a real (Whisper-BPE, LLaDA-style) tokenizer, saved as remote code."""
-    from transformers import WhisperFeatureExtractor
-
-    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
-
-    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
-    processor = WhisperLladaProcessor(WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer)
-    prefix, suffix = processor.prompt_ids()
-    ids = dict(mask_token_id=processor.mask_token_id, eos_token_id=processor.eos_token_id,
-               pad_token_id=processor.eos_token_id)
-    decoder = tiny_decoder_config(vocab_size=len(tokenizer), embedding_size=len(tokenizer),
-                                  bos_token_id=tokenizer.bos_token_id, **ids)
-    config = tiny_config(decoder_config=decoder, prompt_prefix_ids=prefix, prompt_suffix_ids=suffix,
-                         eot_token_id=processor.eot_token_id, **ids)
-    torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(config).eval()
-    model.generation_config.update(gen_length=32, block_length=32)
-    path = tmp_path_factory.mktemp("tiny_whisper_llada")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """3 bundled demo clips, NeMo format with relative paths."""
-    folder = tmp_path_factory.mktemp("clips")
-    lines = [json.loads(line) for line in (DEMO_AUDIO / "manifest.jsonl").read_text().splitlines()]
-    lines = [line for line in lines if line["key"] in CLIPS]
-    assert len(lines) == 3
-    for line in lines:
-        shutil.copy(DEMO_AUDIO / line["audio_filepath"], folder / line["audio_filepath"])
-    path = folder / "three_clips.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
-
-
-def _count_generate(monkeypatch):
-    """Wraps the loaded model's generate to record the batch size of each call."""
-    calls = []
-    load = eval_hf.load_model_and_processor
-
-    def counting_load(*args, **kwargs):
-        model, processor = load(*args, **kwargs)
-        generate = model.generate
-
-        def counted(*g_args, **g_kwargs):
-            calls.append(g_kwargs["input_features"].shape[0])
-            return generate(*g_args, **g_kwargs)
-
-        model.generate = counted
-        return model, processor
-
-    monkeypatch.setattr(eval_hf, "load_model_and_processor", counting_load)
-    return calls
-
-
-def _run(checkpoint, manifest, out, *extra):
-    argv = ["--model", str(checkpoint), "--data", str(manifest), "--output_dir", str(out), "--device", "cpu",
-            "--warmup_batches", "0", "--no_progress", *extra]
-    assert eval_hf.main(argv) == 0
-
-
-def _lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_checkpoint, manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval_out")
-    _run(tiny_checkpoint, manifest, out, "--decoding", "A", "B", "--batch_size", "2", "--plot")
+    run_eval(tiny_checkpoint, manifest, out, "--decoding", "A", "B", "--batch_size", "2", "--plot")
     return out
 
 
@@ -188,7 +113,7 @@ def test_results_table_hypotheses_and_plot(full_run):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| model" not in line]
     assert [row.split("|")[2].strip() for row in rows] == ["A", "B"]
     for decoding in ("A", "B"):
-        lines = _lines(full_run / f"hypotheses_{decoding}_three_clips.jsonl")
+        lines = read_jsonl(full_run / f"hypotheses_{decoding}_three_clips.jsonl")
         assert sorted(line["key"] for line in lines) == sorted(CLIPS)
         assert all(isinstance(line["hypothesis"], str) and line["reference"] for line in lines)
     assert (full_run / "wer_vs_rtfx.png").stat().st_size > 0
@@ -196,16 +121,16 @@ def test_results_table_hypotheses_and_plot(full_run):
 
 @needs_shared(WHISPER_TINY)
 def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manifest, tmp_path, monkeypatch):
-    finished = _lines(full_run / "hypotheses_A_three_clips.jsonl")
+    finished = read_jsonl(full_run / "hypotheses_A_three_clips.jsonl")
     kept = [line for line in finished if line["key"] != CLIPS[1]]
     hyp_file = tmp_path / "hypotheses_A_three_clips.jsonl"
     # two finished utterances and the first bytes of a line cut short by a kill, with the run's signature
     hyp_file.write_text("".join(json.dumps(line) + "\n" for line in kept) + '{"key": "7312-92')
     shutil.copy(full_run / "hypotheses_A_three_clips.meta.json", tmp_path)
-    calls = _count_generate(monkeypatch)
-    _run(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
+    calls = count_generate(monkeypatch)
+    run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
     assert calls == [1]
-    lines = _lines(hyp_file)
+    lines = read_jsonl(hyp_file)
     assert [line["key"] for line in lines] == [kept[0]["key"], kept[1]["key"], CLIPS[1]]
     report = json.loads((tmp_path / "results.json").read_text())
     row = report["results"][0]
@@ -221,18 +146,18 @@ def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manif
 
     # everything done: nothing decoded, the same numbers
     calls.clear()
-    _run(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
+    run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--batch_size", "2")
     assert calls == []
     again = json.loads((tmp_path / "results.json").read_text())["results"][0]
     assert again["rtfx"] == pytest.approx(row["rtfx"]) and again["wer"] == pytest.approx(row["wer"])
     assert again["timed_utterances"] == 0 and again["resumed_utterances"] == 3
-    assert len(_lines(hyp_file)) == 3
+    assert len(read_jsonl(hyp_file)) == 3
 
 
 @needs_shared(WHISPER_TINY)
 def test_explicit_decoding_and_max_utterances(tiny_checkpoint, manifest, tmp_path, monkeypatch):
-    calls = _count_generate(monkeypatch)
-    _run(tiny_checkpoint, manifest, tmp_path, "--decoding", "steps=4,gen_length=16,block_length=8",
+    calls = count_generate(monkeypatch)
+    run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "steps=4,gen_length=16,block_length=8",
          "--early_stop", "--max_utterances", "2", "--batch_size", "4")
     assert calls == [2]
     row = json.loads((tmp_path / "results.json").read_text())["results"][0]
@@ -256,28 +181,28 @@ def _long_clip(folder: Path) -> Path:
 @needs_shared(WHISPER_TINY)
 def test_audio_over_30_seconds_is_transcribed_long_form_by_default(tiny_checkpoint, tmp_path, monkeypatch):
     long = _long_clip(tmp_path)
-    calls = _count_generate(monkeypatch)
-    _run(tiny_checkpoint, long, tmp_path / "out", "--decoding", "A")
+    calls = count_generate(monkeypatch)
+    run_eval(tiny_checkpoint, long, tmp_path / "out", "--decoding", "A")
     assert calls == [2]  # two windows, cut in a pause, decoded as one batch
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     row = report["results"][0]
     assert report["long_audio"] == "chunk" and row["chunked_utterances"] == 1 and row["truncated_utterances"] == 0
     assert row["audio_seconds"] == pytest.approx(31.0)
-    line = _lines(tmp_path / "out" / "hypotheses_A_long.jsonl")[0]
+    line = read_jsonl(tmp_path / "out" / "hypotheses_A_long.jsonl")[0]
     assert (line["chunked"], line["windows"], line["truncated"]) == (True, 2, False)
     assert "1 utterance(s) over 30 s transcribed long-form" in (tmp_path / "out" / "results.md").read_text()
 
     # the old truncation, as an explicit option: counted, and the audio seconds are the 30 s decoded
-    _run(tiny_checkpoint, long, tmp_path / "cut", "--decoding", "A", "--long_audio", "truncate")
+    run_eval(tiny_checkpoint, long, tmp_path / "cut", "--decoding", "A", "--long_audio", "truncate")
     row = json.loads((tmp_path / "cut" / "results.json").read_text())["results"][0]
     assert row["truncated_utterances"] == 1 and row["chunked_utterances"] == 0
     assert row["audio_seconds"] == pytest.approx(30.0)
-    assert _lines(tmp_path / "cut" / "hypotheses_A_long.jsonl")[0]["truncated"] is True
+    assert read_jsonl(tmp_path / "cut" / "hypotheses_A_long.jsonl")[0]["truncated"] is True
 
     # error: refuses before decoding anything, naming the file
     calls.clear()
     with pytest.raises(SystemExit, match=r"--long_audio error\): \S*long\.wav \(31\.0 s\)"):
-        _run(tiny_checkpoint, long, tmp_path / "refused", "--decoding", "A", "--long_audio", "error")
+        run_eval(tiny_checkpoint, long, tmp_path / "refused", "--decoding", "A", "--long_audio", "error")
     assert calls == [] and not list((tmp_path / "refused").glob("hypotheses_*"))
 
 
@@ -287,7 +212,7 @@ def test_audio_over_30_seconds_is_transcribed_long_form_by_default(tiny_checkpoi
 
 
 def test_demo_audio_bundle():
-    lines = _lines(DEMO_AUDIO / "manifest.jsonl")
+    lines = read_jsonl(DEMO_AUDIO / "manifest.jsonl")
     assert len(lines) == 15
     assert sorted({line["key"].split("-")[0] for line in lines}) == ["1737", "32", "7312"]
     for line in lines:
@@ -316,5 +241,5 @@ def test_demo_run(tmp_path):
     assert [(r["decoding"], r["split"]) for r in report["results"]] == [("B", "demo")]
     row = report["results"][0]
     assert row["num_utterances"] == 3 and 0 <= row["wer"] and row["rtfx"] > 0
-    assert len(_lines(out / "hypotheses_B_demo.jsonl")) == 3
+    assert len(read_jsonl(out / "hypotheses_B_demo.jsonl")) == 3
     assert "| demo/model | B |" in (out / "results.md").read_text()

@@ -1,6 +1,6 @@
 """eval_hf.py as a user meets its failure modes: resuming only a matching run, one table per run, unreadable audio,
 a mistyped model folder, Ctrl-C, a chaos run (bad files, long audio, a kill, a resume), and the model card hook.
-All on a tiny random model saved to a tmp dir (test_eval.py's fixture)."""
+All on a tiny random model saved to a tmp dir (conftest's `tiny_checkpoint`)."""
 
 import json
 import os
@@ -16,8 +16,7 @@ import pytest
 import soundfile
 import yaml
 
-from conftest import ROOT, WHISPER_TINY, needs_shared
-from test_eval import CLIPS, DEMO_AUDIO, _count_generate, _lines, _run, manifest, tiny_checkpoint  # noqa: F401
+from conftest import CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, needs_shared, read_jsonl, run_eval
 
 import eval_hf
 
@@ -32,7 +31,7 @@ def _write_manifest(path: Path, entries: list[dict]) -> Path:
 
 def _good_clips(folder: Path, copies: int) -> list[dict]:
     """The three demo clips, each listed `copies` times under its own key."""
-    references = {line["key"]: line for line in _lines(DEMO_AUDIO / "manifest.jsonl")}
+    references = {line["key"]: line for line in read_jsonl(DEMO_AUDIO / "manifest.jsonl")}
     entries = []
     for key in CLIPS:
         shutil.copy(DEMO_AUDIO / f"{key}.flac", folder / f"{key}.flac")
@@ -77,14 +76,14 @@ def _signal_after_first_lines(command: list[str], hypotheses: Path, sig: int, li
 def test_resume_refuses_a_different_run_and_overwrite_starts_afresh(tiny_checkpoint, manifest, tmp_path, monkeypatch):
     out = tmp_path / "out"
     common = ["--decoding", "A", "--max_utterances", "2"]
-    _run(tiny_checkpoint, manifest, out, *common, "--batch_size", "2")
+    run_eval(tiny_checkpoint, manifest, out, *common, "--batch_size", "2")
     hypotheses = out / "hypotheses_A_three_clips.jsonl"
     before = hypotheses.read_bytes()
-    calls = _count_generate(monkeypatch)
+    calls = count_generate(monkeypatch)
 
     def refused(*extra, model=tiny_checkpoint, match):
         with pytest.raises(SystemExit, match=match) as error:
-            _run(model, manifest, out, *extra)
+            run_eval(model, manifest, out, *extra)
         assert "--overwrite" in str(error.value) and "hypotheses_A_three_clips.jsonl" in str(error.value)
         assert calls == [] and hypotheses.read_bytes() == before  # nothing decoded, nothing appended
 
@@ -96,38 +95,38 @@ def test_resume_refuses_a_different_run_and_overwrite_starts_afresh(tiny_checkpo
     shutil.copytree(tiny_checkpoint, other)
     refused(*common, "--batch_size", "2", model=other, match="model.path: ")
     # the same folder, retrained in place: the weights' fingerprint differs
-    _run(other, manifest, tmp_path / "other_out", *common, "--batch_size", "2")
+    run_eval(other, manifest, tmp_path / "other_out", *common, "--batch_size", "2")
     weights = other / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     with pytest.raises(SystemExit, match=r"model\.fingerprint: \w+ -> \w+"):
-        _run(other, manifest, tmp_path / "other_out", *common, "--batch_size", "2")
+        run_eval(other, manifest, tmp_path / "other_out", *common, "--batch_size", "2")
 
     # --overwrite decodes and times everything again, under the new signature
     calls.clear()
-    _run(tiny_checkpoint, manifest, out, *common, "--batch_size", "1", "--overwrite")
+    run_eval(tiny_checkpoint, manifest, out, *common, "--batch_size", "1", "--overwrite")
     assert calls == [1, 1]
     row = json.loads((out / "results.json").read_text())["results"][0]
     assert (row["timed_utterances"], row["resumed_utterances"], row["resumed"]) == (2, 0, False)
-    assert row["run_signature"]["batch_size"] == 1 and len(_lines(hypotheses)) == 2
+    assert row["run_signature"]["batch_size"] == 1 and len(read_jsonl(hypotheses)) == 2
     # a finished eval with the same settings: nothing decoded unless --overwrite asks to re-time it
     calls.clear()
-    _run(tiny_checkpoint, manifest, out, *common, "--batch_size", "1")
+    run_eval(tiny_checkpoint, manifest, out, *common, "--batch_size", "1")
     assert calls == []
-    _run(tiny_checkpoint, manifest, out, *common, "--batch_size", "1", "--overwrite")
-    assert calls == [1, 1] and len(_lines(hypotheses)) == 2
+    run_eval(tiny_checkpoint, manifest, out, *common, "--batch_size", "1", "--overwrite")
+    assert calls == [1, 1] and len(read_jsonl(hypotheses)) == 2
     # hypotheses without a signature (an older eval_hf.py): refused, not trusted
     calls.clear()
     (out / "hypotheses_A_three_clips.meta.json").unlink()
     with pytest.raises(SystemExit, match="no readable run signature"):
-        _run(tiny_checkpoint, manifest, out, *common, "--batch_size", "1")
+        run_eval(tiny_checkpoint, manifest, out, *common, "--batch_size", "1")
 
 
 def test_results_show_only_this_runs_rows(tiny_checkpoint, manifest, tmp_path):
     out = tmp_path / "out"
-    _run(tiny_checkpoint, f"one={manifest}", out, "--decoding", "A", "B", "--max_utterances", "1")
-    _run(tiny_checkpoint, f"two={manifest}", out, "--decoding", "B", "--max_utterances", "1")
+    run_eval(tiny_checkpoint, f"one={manifest}", out, "--decoding", "A", "B", "--max_utterances", "1")
+    run_eval(tiny_checkpoint, f"two={manifest}", out, "--decoding", "B", "--max_utterances", "1")
     report = json.loads((out / "results.json").read_text())
     assert [(r["decoding"], r["split"]) for r in report["results"]] == [("B", "two")]
     assert list(report["splits"]) == ["two"]
@@ -149,7 +148,7 @@ def test_results_show_only_this_runs_rows(tiny_checkpoint, manifest, tmp_path):
 def test_unreadable_audio_is_skipped_counted_and_named(tiny_checkpoint, tmp_path, capsys):
     entries = _good_clips(tmp_path, 1)[:1] + _bad_files(tmp_path)
     data = _write_manifest(tmp_path / "bad.jsonl", entries)
-    _run(tiny_checkpoint, data, tmp_path / "out", "--decoding", "A")
+    run_eval(tiny_checkpoint, data, tmp_path / "out", "--decoding", "A")
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     row = report["results"][0]
     assert row["num_utterances"] == 1 and row["skipped_utterances"] == 5
@@ -163,11 +162,11 @@ def test_unreadable_audio_is_skipped_counted_and_named(tiny_checkpoint, tmp_path
 
     # --on_bad_data error: the first bad file (in manifest order) stops the run, named
     with pytest.raises(SystemExit, match=r"missing\.flac \(key bad-missing\.flac\): missing_audio"):
-        _run(tiny_checkpoint, data, tmp_path / "strict", "--decoding", "A", "--on_bad_data", "error")
+        run_eval(tiny_checkpoint, data, tmp_path / "strict", "--decoding", "A", "--on_bad_data", "error")
     # a file that fails only when decoded, decoded first: the run stops with no (0-byte) hypotheses file left behind
     cut = _write_manifest(tmp_path / "cut.jsonl", [entries[0], entries[-1]])
     with pytest.raises(SystemExit, match=r"truncated\.flac .*unreadable_audio.*--on_bad_data error"):
-        _run(tiny_checkpoint, cut, tmp_path / "strict2", "--decoding", "A", "--on_bad_data", "error")
+        run_eval(tiny_checkpoint, cut, tmp_path / "strict2", "--decoding", "A", "--on_bad_data", "error")
     assert not list((tmp_path / "strict2").glob("hypotheses_*"))
 
 
@@ -199,7 +198,7 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tiny_checkpoint, tmp_path):
     message = [line for line in err.splitlines() if "interrupted" in line]
     assert len(message) == 1 and str(out) in message[0] and "rerun the same command to resume" in message[0]
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
-    finished = len(_lines(out / "hypotheses_B_many.jsonl"))
+    finished = len(read_jsonl(out / "hypotheses_B_many.jsonl"))
     assert 1 <= finished < 18
 
     assert eval_hf.main(args) == 0
@@ -207,7 +206,7 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tiny_checkpoint, tmp_path):
     row = report["results"][0]
     assert report["status"] == "complete" and report["resumed"]
     assert (row["num_utterances"], row["resumed_utterances"], row["timed_utterances"]) == (18, finished, 18 - finished)
-    assert sorted(line["key"] for line in _lines(out / "hypotheses_B_many.jsonl")) == sorted(
+    assert sorted(line["key"] for line in read_jsonl(out / "hypotheses_B_many.jsonl")) == sorted(
         f"{key}-{copy}" for key in CLIPS for copy in range(6))
 
 
@@ -235,7 +234,7 @@ def test_chaos_run_killed_and_resumed_gives_the_clean_runs_hypotheses(tiny_check
     rc, _, _ = _signal_after_first_lines([sys.executable, str(ROOT / "eval_hf.py"), *args],
                                          out / "hypotheses_B_chaos.jsonl", signal.SIGKILL)
     assert rc == -signal.SIGKILL
-    killed = len(_lines(out / "hypotheses_B_chaos.jsonl"))
+    killed = len(read_jsonl(out / "hypotheses_B_chaos.jsonl"))
     assert 1 <= killed < len(good)
 
     capsys.readouterr()
@@ -243,8 +242,8 @@ def test_chaos_run_killed_and_resumed_gives_the_clean_runs_hypotheses(tiny_check
     printed = capsys.readouterr().out
     assert eval_hf.main([*common, "--data", f"chaos={clean}", "--output_dir", str(tmp_path / "clean_out")]) == 0
 
-    resumed = {line["key"]: line for line in _lines(out / "hypotheses_B_chaos.jsonl")}
-    reference = {line["key"]: line for line in _lines(tmp_path / "clean_out" / "hypotheses_B_chaos.jsonl")}
+    resumed = {line["key"]: line for line in read_jsonl(out / "hypotheses_B_chaos.jsonl")}
+    reference = {line["key"]: line for line in read_jsonl(tmp_path / "clean_out" / "hypotheses_B_chaos.jsonl")}
     assert len(resumed) == len(good) and resumed.keys() == reference.keys()
     assert {k: v["hypothesis"] for k, v in resumed.items()} == {k: v["hypothesis"] for k, v in reference.items()}
     assert resumed["long-35s"]["chunked"] and resumed["said-25s"]["chunked"] and not resumed["said-2s"]["chunked"]
@@ -270,7 +269,7 @@ def test_model_card_from_this_runs_results(tiny_checkpoint, manifest, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, model)
     out = tmp_path / "out"
-    _run(model, f"dev-clean={manifest}", out, "--decoding", "A", "--max_utterances", "1", "--model_card", str(model))
+    run_eval(model, f"dev-clean={manifest}", out, "--decoding", "A", "--max_utterances", "1", "--model_card", str(model))
     wer = json.loads((out / "results.json").read_text())["results"][0]["wer"]
     text = (model / "README.md").read_text()
     meta = yaml.safe_load(text.split("---")[1])
@@ -279,6 +278,6 @@ def test_model_card_from_this_runs_results(tiny_checkpoint, manifest, tmp_path):
     assert result["metrics"][0]["type"] == "wer" and result["metrics"][0]["value"] == round(wer, 2)
     assert "decoding A" in result["metrics"][0]["name"]
     # the card is not part of the model's fingerprint: the same eval still resumes
-    _run(model, f"dev-clean={manifest}", out, "--decoding", "A", "--max_utterances", "1", "--model_card", str(model))
+    run_eval(model, f"dev-clean={manifest}", out, "--decoding", "A", "--max_utterances", "1", "--model_card", str(model))
     with pytest.raises(SystemExit):
         eval_hf.parse_args(["--model", str(model), "--model_card", str(tmp_path)])  # no config.json there

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import WHISPER_TINY, needs_shared
+from conftest import WHISPER_TINY, make_pipeline, make_tiny_asr_model, needs_shared
 from pipeline_whisper_llada import split_long_audio, transcribe
 
 RATE = 16000
@@ -58,19 +58,12 @@ def test_short_audio_is_one_window_and_bad_lengths_are_refused():
 
 
 @pytest.fixture(scope="module")
-def asr_parts():
-    if not WHISPER_TINY.exists():
-        pytest.skip(f"{WHISPER_TINY} not available")
-    from test_remote_code import make_processor, make_tiny_asr_model
-
-    processor = make_processor()
+def asr_parts(processor):
     return make_tiny_asr_model(processor), processor
 
 
 @needs_shared(WHISPER_TINY)
 def test_pipeline_batch_size_and_generator_equal_one_by_one(asr_parts):
-    from test_remote_code import make_pipeline
-
     model, processor = asr_parts
     asr = make_pipeline(model, processor)
     long_audio, _ = words_with_pauses(110, seed=1)  # ~ 70 s: windows of at most 20 s

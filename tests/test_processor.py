@@ -4,31 +4,21 @@ the audio input checks. Uses Whisper tiny.en's tokenizer (with LLaDA's special t
 
 import json
 import re
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import LLADA_META, WHISPER_TINY, needs_shared
+from conftest import LLADA_META, WHISPER_TINY, needs_shared, synthetic_speech
 
 pytestmark = needs_shared(WHISPER_TINY)
 
 SPEECH = "<|speech|>"
 
 
-@pytest.fixture(scope="module")
-def processor():
-    from transformers import WhisperFeatureExtractor
-
-    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
-
-    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
-    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
-
-
-def tone(seconds: float, rate: int = 16000) -> np.ndarray:
-    t = np.arange(int(round(seconds * rate))) / rate
-    return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+# A steady 330 Hz tone of amplitude 0.3: tone(seconds, rate=16000). `processor` is conftest's fixture.
+tone = partial(synthetic_speech, freq=330.0, tremolo=None, noise=0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -8,80 +8,17 @@ import copy
 import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import LIBRISPEECH, ROOT, WHISPER_TINY, needs_shared, tiny_config, tiny_decoder_config
+from conftest import (LIBRISPEECH, PACKAGE_FILES, ROOT, WHISPER_TINY, decoder_config_for, first_librispeech_flac,
+                      load_in_clean_process, make_pipeline, make_tiny_asr_model, needs_shared, record_generate,
+                      synthetic_speech)
 
 pytestmark = needs_shared(WHISPER_TINY)
-
-PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py",
-                 "modeling_llada.py", "generation_llada.py", "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def make_processor():
-    from transformers import WhisperFeatureExtractor
-
-    from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
-
-    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
-    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
-
-
-def decoder_config_for(processor, **overrides):
-    """A tiny LLaDA decoder config whose vocabulary and special ids are the processor's tokenizer's."""
-    vocab = len(processor.tokenizer)
-    values = dict(vocab_size=vocab, embedding_size=vocab, mask_token_id=processor.mask_token_id,
-                  eos_token_id=processor.eos_token_id, pad_token_id=processor.eos_token_id,
-                  bos_token_id=processor.tokenizer.bos_token_id)
-    values.update(overrides)
-    return tiny_decoder_config(**values)
-
-
-def make_tiny_asr_model(processor):
-    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-
-    prefix_ids, suffix_ids = processor.prompt_ids()
-    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
-                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
-                         eot_token_id=processor.eot_token_id)
-    torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(config).eval()
-    model.generation_config.update(gen_length=16, block_length=16, steps=4)
-    return model
-
-
-def synthetic_speech(seconds: float = 2.0, rate: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(0)
-    return (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 1.5 * t) + 0.01 * rng.standard_normal(t.size)).astype(
-        np.float32
-    )
-
-
-def first_librispeech_flac() -> Path:
-    import soundfile
-
-    for path in sorted(LIBRISPEECH.glob("*/*/*.flac")):
-        if soundfile.info(str(path)).duration <= 20:
-            return path
-    pytest.skip(f"no LibriSpeech clip of at most 20 s under {LIBRISPEECH}")
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return make_processor()
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +32,6 @@ def saved_dir(tmp_path_factory, model, processor):
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
-
-
-def make_pipeline(model, processor):
-    from transformers import pipeline
-
-    from pipeline_whisper_llada import WhisperLladaASRPipeline
-
-    return pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                    feature_extractor=processor.feature_extractor, pipeline_class=WhisperLladaASRPipeline)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -133,62 +61,6 @@ def test_saved_directory_layout(saved_dir):
         assert (saved_dir / name).read_text() == (ROOT / name).read_text()
 
 
-CHILD_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    model_dir, inputs_file = sys.argv[1], sys.argv[2]
-    # A user who only downloaded the checkpoint has no copy of this package: hide an installed (e.g. editable) one.
-    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
-    try:
-        import modeling_whisper_llada  # noqa: F401
-        repo_importable = True
-    except ImportError:
-        repo_importable = False
-    import numpy as np
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor, pipeline
-
-    inputs = torch.load(inputs_file)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    s2s = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    features = processor(audio=inputs["audio"].numpy(), sampling_rate=16000)
-    asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
-    result = {
-        "repo_importable": repo_importable,
-        "classes": [type(config).__name__, type(model).__name__, type(s2s).__name__, type(processor).__name__,
-                    type(asr).__name__, type(asr.model).__name__],
-        "ids_model": model.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
-        "ids_s2s": s2s.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
-        "features_equal": bool(torch.equal(features["input_features"], inputs["input_features"])
-                               and torch.equal(features["attention_mask"], inputs["attention_mask"])),
-        "pipeline": asr(inputs["audio"].numpy()),
-    }
-    print("RESULT " + json.dumps(result))
-    """
-)
-
-
-def load_in_clean_process(saved_dir, audio, features, tmp_path) -> dict:
-    """Runs CHILD_SCRIPT on `saved_dir` in a fresh interpreter that cannot import the repository (offline, own modules
-    cache) with the given audio and features; returns its RESULT dict."""
-    inputs_file = tmp_path / "inputs.pt"
-    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
-               inputs_file)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD_SCRIPT, str(saved_dir), str(inputs_file)], cwd=elsewhere,
-                          env=env, capture_output=True, text=True, timeout=300)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
-
-
 def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor, tmp_path):
     audio = synthetic_speech()
     features = processor(audio=audio, sampling_rate=16000)
@@ -210,20 +82,6 @@ def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor,
 # ----------------------------------------------------------------------------------------------------------------------
 # 2. Pipeline input forms and generate kwargs (in process, pipeline_class=...)
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def record_generate(model, monkeypatch) -> list[dict]:
-    """Wraps `model.generate` to record each call's keyword arguments and returned ids."""
-    calls = []
-    original = type(model).generate
-
-    def generate(self, *args, **kwargs):
-        ids = original(self, *args, **kwargs)
-        calls.append({**kwargs, "ids": ids})
-        return ids
-
-    monkeypatch.setattr(type(model), "generate", generate)
-    return calls
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, ROOT, WHISPER_TINY, needs_shared, tiny_config, \
-    tiny_decoder_config
+from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, ROOT, WHISPER_TINY, needs_shared, synthetic_speech, \
+    tiny_config, tiny_decoder_config
 from safetensors.torch import load_file
 
 import train_hf
@@ -64,10 +64,9 @@ def write_utterances(directory: Path, n: int, seed: int = 0) -> list[dict]:
     entries = []
     for i in range(n):
         seconds = float(rng.uniform(0.5, 2.0))
-        t = np.arange(int(16000 * seconds)) / 16000
-        wave = 0.1 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) + 0.02 * rng.standard_normal(t.size)
+        wave = synthetic_speech(seconds, seed=rng, freq=rng.uniform(100, 800), amplitude=0.1, tremolo=None, noise=0.02)
         path = directory / f"utt{i:03d}.wav"
-        sf.write(path, wave.astype(np.float32), 16000)
+        sf.write(path, wave, 16000)
         text = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 5)))).upper()
         entries.append({"audio_filepath": str(path), "duration": round(seconds, 3), "text": text, "key": f"utt{i:03d}"})
     return entries
