@@ -32,7 +32,7 @@ CHECKPOINT_WEIGHTS = ("full", "trainable", "trainable+encoder")
 LEGACY_DECODING_KEYS = ("gen_length", "steps", "block_length", "remasking", "temperature")
 
 
-def _number(owner: str, name: str, value: Any, kind: type = int, optional: bool = False) -> Any:
+def check_number(owner: str, name: str, value: Any, kind: type = int, optional: bool = False) -> Any:
     """`value` checked as an int (`kind=int`: an int, an integral float or a numeric string) or a float (`kind=float`:
     any real number or numeric string); None passes when `optional`. Anything else raises a ValueError naming the
     field and the expected type (instead of e.g. "invalid literal for int()"). Numbers keep their value."""
@@ -57,14 +57,14 @@ def _number(owner: str, name: str, value: Any, kind: type = int, optional: bool 
 
 
 def _int_list(owner: str, name: str, value: Any, optional: bool = False) -> list[int] | None:
-    """`value` checked as a list (or tuple) of integers; see `_number`."""
+    """`value` checked as a list (or tuple) of integers; see `check_number`."""
     if value is None and optional:
         return None
     if not isinstance(value, (list, tuple)):
         raise ValueError(f"{owner}: `{name}` must be a list of integers{' or None' if optional else ''}, got {value!r} "
                          f"({type(value).__name__}).")
     try:
-        return [_number(owner, name, item) for item in value]
+        return [check_number(owner, name, item) for item in value]
     except ValueError:
         raise ValueError(f"{owner}: `{name}` must be a list of integers, got {value!r}.") from None
 
@@ -107,7 +107,7 @@ class LladaConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs: Any,
     ):
-        check = functools.partial(_number, "LladaConfig")
+        check = functools.partial(check_number, "LladaConfig")
         d_model, n_layers, n_heads, mlp_hidden_size, vocab_size, max_sequence_length = (
             check("d_model", d_model), check("n_layers", n_layers), check("n_heads", n_heads),
             check("mlp_hidden_size", mlp_hidden_size), check("vocab_size", vocab_size),
@@ -253,7 +253,7 @@ class WhisperLladaConfig(PretrainedConfig):
 
         if downsample_method not in ("stack", "mean"):
             raise ValueError(f"WhisperLladaConfig: downsample_method must be 'stack' or 'mean', got {downsample_method!r}.")
-        check = functools.partial(_number, "WhisperLladaConfig")
+        check = functools.partial(check_number, "WhisperLladaConfig")
         stack_factor = check("stack_factor", stack_factor)
         projector_hidden_sizes = _int_list("WhisperLladaConfig", "projector_hidden_sizes", projector_hidden_sizes)
         prompt_prefix_ids = _int_list("WhisperLladaConfig", "prompt_prefix_ids", prompt_prefix_ids, optional=True)
@@ -296,4 +296,4 @@ class WhisperLladaConfig(PretrainedConfig):
         )
 
 
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS"]
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "check_number"]

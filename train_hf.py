@@ -87,7 +87,7 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig
+from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig, check_number
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
@@ -259,26 +259,14 @@ def config_value(path: str, key: str, value: Any, action) -> Any:
         value = [value]
     if convert not in (int, float) or value is None:
         return value
-    expected = {int: ("an integer", "integers"), float: ("a number", "numbers")}[convert]
-
-    def check(item: Any) -> Any:
-        number = item
-        if isinstance(item, str):
-            try:
-                number = float(item.strip())
-            except ValueError:
-                number = None
-        ok = isinstance(number, (int, float)) and not isinstance(number, bool)
-        if ok and convert is int:
-            ok = float(number).is_integer()
-        if not ok:
-            what = f"a list of {expected[1]}" if many else expected[0]
-            raise ValueError(f"{path}: `{key}` must be {what}, got {value!r}.")
-        if convert is int:
-            return int(number)
-        return float(number) if many else item  # a single float (or its string) is converted by argparse
-
-    return [check(item) for item in value] if many else check(value)
+    if many:
+        try:
+            return [check_number(path, key, item, convert) for item in value]
+        except ValueError:
+            kind = "integers" if convert is int else "numbers"
+            raise ValueError(f"{path}: `{key}` must be a list of {kind}, got {value!r}.") from None
+    number = check_number(path, key, value, convert)
+    return number if convert is int else value  # a single float (or its string) is converted by argparse
 
 
 def parse_args(argv: Optional[list[str]] = None):

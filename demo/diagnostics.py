@@ -5,7 +5,12 @@
         Training and validation loss of a train_hf.py run (the `log_history` of its latest checkpoint's
         trainer_state.json) as a PNG (needs matplotlib).
 
-    python demo/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [--data2 train.jsonl]
+    python demo/diagnostics.py join-clips demo/audio/manifest.jsonl --per 5 --output outputs/longform/joined.jsonl
+        Long-form test audio: each run of --per consecutive utterances of one speaker joined end to end (no silence
+        added) into one FLAC, with the joined reference; the WER of these vs of the utterances one by one measures
+        long-form transcription (eval_hf.py cuts audio over 30 s into windows in pauses).
+
+    python demo/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [more manifests]
         Does the model use the speech? The masked-diffusion loss of each utterance with its own audio vs with another
         utterance's audio (the next one in the manifest), with the same masks (same seeds), averaged over --seeds
         seeds. A model that transcribes has a much lower loss with its own audio.
@@ -85,12 +90,37 @@ def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> 
             "ratio": mean(other) / mean(own)}
 
 
+def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
+    import soundfile
+
+    records = wld.read_manifest(manifest)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    joined, groups = [], {}
+    for record in records:
+        groups.setdefault(wld.speaker_of(record["key"]), []).append(record)
+    for speaker, items in groups.items():
+        for first in range(0, len(items) - per + 1, per):
+            part = items[first : first + per]
+            audio = [wld.load_audio(r["audio"], 16000) for r in part]
+            key = f"{part[0]['key']}..{part[-1]['key'].rsplit('-', 1)[-1]}"
+            path = output.parent / f"{key}.flac"
+            soundfile.write(str(path), __import__("numpy").concatenate(audio), 16000)
+            joined.append({"audio_filepath": path.name, "duration": sum(len(a) for a in audio) / 16000,
+                           "text": " ".join(r["text"] for r in part), "key": key})
+    output.write_text("".join(json.dumps(r) + "\n" for r in joined))
+    return joined
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     curve = commands.add_parser("loss-curve")
     curve.add_argument("run_dir", type=Path)
     curve.add_argument("--output", type=Path, required=True)
+    join = commands.add_parser("join-clips")
+    join.add_argument("manifest")
+    join.add_argument("--per", type=int, default=5)
+    join.add_argument("--output", type=Path, required=True)
     check = commands.add_parser("speech-use")
     check.add_argument("--model", required=True)
     check.add_argument("--data", nargs="+", required=True, help="one or more manifests, each reported on its own")
@@ -101,6 +131,9 @@ def main(argv=None) -> int:
         points = loss_curve(args.run_dir, args.output)
         print(json.dumps({"output": str(args.output), "last_train": points["train"][-1],
                           "valid": points["valid"]}))
+    elif args.command == "join-clips":
+        for record in join_clips(args.manifest, args.per, args.output):
+            print(json.dumps({"key": record["key"], "duration": round(record["duration"], 2)}))
     else:
         for manifest in args.data:
             print(json.dumps({"data": manifest, **speech_use(args.model, manifest, args.seeds, args.limit)}))
