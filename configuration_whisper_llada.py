@@ -203,6 +203,8 @@ class WhisperLladaConfig(PretrainedConfig):
         checkpoint_weights: "full" saves every weight; "trainable" saves only weights with requires_grad (the
             projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load;
             "trainable+encoder" also saves the frozen encoder (only the decoder base is pulled).
+        ctc_weight / ctc_blank_id: training only: weight of an auxiliary CTC loss on the speech embeddings read as
+            tokens (logits = speech @ token embeddings^T), with this unused token id as the blank (0 = off).
     """
 
     model_type = "whisper_llada"
@@ -229,6 +231,8 @@ class WhisperLladaConfig(PretrainedConfig):
         eot_token_id: int | None = None,
         pad_token_id: int | None = None,
         checkpoint_weights: str = "full",
+        ctc_weight: float = 0.0,
+        ctc_blank_id: int | None = None,
         **kwargs: Any,
     ):
         for key in LEGACY_DECODING_KEYS:  # decoding defaults are read from generation_config.json
@@ -284,6 +288,10 @@ class WhisperLladaConfig(PretrainedConfig):
             eot_token_id = LLADA_EOT_TOKEN_ID  # LLaDA-Instruct's <|eot_id|>; a causal LM's comes from its tokenizer
         self.eot_token_id = eot_token_id
         self.checkpoint_weights = checkpoint_weights
+        self.ctc_weight = check_number("WhisperLladaConfig", "ctc_weight", ctc_weight, float)
+        self.ctc_blank_id = check_number("WhisperLladaConfig", "ctc_blank_id", ctc_blank_id, optional=True)
+        if self.ctc_weight and self.ctc_blank_id is None:
+            raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
         eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
         if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
             eos_token_id = eos_token_id[0]

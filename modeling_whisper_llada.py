@@ -483,13 +483,40 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         """LLaDA SFT masked-diffusion loss: per sample t ~ U(eps, 1), each answer token masked with probability t,
         cross-entropy on the masked tokens divided by t, normalised by the answer length and the batch size.
         The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss.
-        A causal decoder gets next-token cross-entropy instead (`_causal_loss`)."""
-        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
+        A causal decoder gets next-token cross-entropy instead (`_causal_loss`). With `config.ctc_weight > 0`, an
+        auxiliary CTC loss on the speech embeddings is added (`_speech_ctc_loss`)."""
         if labels is None:
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
+        ctc = None
+        if inputs_embeds is None and self.config.ctc_weight:
+            speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
+            prefix, prefix_mask = self.build_prefix(speech, lengths)
+            ctc = self._speech_ctc_loss(speech, lengths, labels.to(speech.device))
+        else:
+            prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         labels = labels.to(prefix.device)
-        if self.config.decoder_type == "causal":
-            return self._causal_loss(prefix, prefix_mask, labels)
+        output = (self._causal_loss(prefix, prefix_mask, labels) if self.config.decoder_type == "causal"
+                  else self._diffusion_loss(prefix, prefix_mask, labels, mask_eps))
+        if ctc is not None:
+            output.loss = output.loss + self.config.ctc_weight * ctc
+        return output
+
+    def _speech_ctc_loss(self, speech: torch.Tensor, lengths: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+        """Auxiliary CTC loss that reads each speech embedding as a token: logits = speech @ (token embeddings)^T, the
+        transcript (up to its first EOS) as the target, `config.ctc_blank_id` as the blank. It teaches the projector
+        to put the spoken words where the decoder already knows them (its own token embeddings), so that a pretrained
+        decoder can read the speech from the first steps instead of first learning to ignore it."""
+        eos = self.config.eos_token_id
+        is_eos = (labels == eos) | (labels == -100)
+        target_lengths = (~is_eos).long().cumprod(-1).sum(-1)  # tokens before the first EOS
+        targets = torch.cat([row[:n] for row, n in zip(labels, target_lengths.tolist())])
+        table = self.decoder.get_input_embeddings().weight
+        log_probs = torch.log_softmax((speech @ table.to(speech.dtype).T).float(), dim=-1)  # (B, S, V)
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=self.config.ctc_blank_id,
+                          reduction="mean", zero_infinity=True)
+
+    def _diffusion_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor,
+                        mask_eps: float) -> WhisperLladaOutput:
         batch, answer_len = labels.shape
         in_answer = labels != -100
         t = torch.rand(batch, 1, device=prefix.device)

@@ -168,6 +168,12 @@ class ModelArguments:
     gen_length: Optional[int] = field(
         default=None, metadata={"help": "Default answer length for decoding (config.gen_length; presets scale to it)."}
     )
+    ctc_weight: float = field(
+        default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech embeddings read as tokens "
+                                      "(logits = speech @ token embeddings^T); 0 = off. Needs --ctc_blank_id."})
+    ctc_blank_id: Optional[int] = field(default=None, metadata={"help": "Unused token id used as the CTC blank."})
+    reset_projector: bool = field(
+        default=False, metadata={"help": "With --model_name_or_path: start from a freshly initialised projector."})
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
     freeze_decoder_embeddings: bool = field(
         default=False,
@@ -412,6 +418,14 @@ def build_model(model_args: ModelArguments):
             model.generation_config.max_new_tokens = int(model_args.gen_length)
         else:
             model.generation_config.gen_length = model.generation_config.block_length = int(model_args.gen_length)
+    if model_args.ctc_weight:
+        model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
+        if model_args.ctc_blank_id is None:
+            raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
+    if model_args.reset_projector:
+        from modeling_whisper_llada import WhisperLladaProjector
+
+        model.projector = WhisperLladaProjector(model.config)
     model.freeze_base_models(encoder=True, decoder=not model_args.train_decoder)
     if model_args.train_decoder and model_args.freeze_decoder_embeddings:
         model.decoder.get_input_embeddings().requires_grad_(False)

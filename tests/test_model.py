@@ -124,3 +124,33 @@ def test_bad_prefix_and_label_inputs(tiny_model):
     bare = WhisperLladaForConditionalGeneration(tiny_config(prompt_prefix_ids=None))
     with pytest.raises(ValueError, match="prompt_prefix_ids"):
         bare.generate(input_features=torch.zeros(1, 80, 3000))
+
+
+def test_auxiliary_ctc_loss_reads_speech_embeddings_as_tokens():
+    """ctc_weight > 0 adds CTC(speech @ token embeddings^T, transcript up to EOS) to the diffusion loss, with the
+    same random masks otherwise; speech embeddings that spell the transcript get a far lower CTC loss."""
+    torch.manual_seed(0)
+    plain = WhisperLladaForConditionalGeneration(tiny_config()).eval()
+    torch.manual_seed(0)
+    with_ctc = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=0.5, ctc_blank_id=59)).eval()
+    feats, mask = features(2, [3.0, 7.5])
+    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [8, 9, 10, 11, EOS_ID]])
+    torch.manual_seed(7)
+    base = plain(input_features=feats, attention_mask=mask, labels=labels).loss
+    torch.manual_seed(7)
+    total = with_ctc(input_features=feats, attention_mask=mask, labels=labels).loss
+    speech, lengths = with_ctc.embed_speech(feats, mask)
+    ctc = with_ctc._speech_ctc_loss(speech, lengths, labels)
+    torch.testing.assert_close(total, base + 0.5 * ctc)
+    total.backward()
+    assert with_ctc.projector.mlp[0].weight.grad.abs().sum() > 0
+
+    table = with_ctc.decoder.get_input_embeddings().weight.detach()
+    spelled = torch.zeros(1, 12, table.shape[1])
+    for i, token in enumerate([5, 59, 6, 59, 7, 59]):  # the transcript with blanks between
+        spelled[0, 2 * i : 2 * i + 2] = 300 * table[token] / table[token].norm()
+    good = with_ctc._speech_ctc_loss(spelled, torch.tensor([12]), labels[:1])
+    shuffled = with_ctc._speech_ctc_loss(spelled.flip(1), torch.tensor([12]), labels[:1])
+    assert good < 0.5 * shuffled
+    with pytest.raises(ValueError, match="ctc_blank_id"):
+        tiny_config(ctc_weight=1.0)
