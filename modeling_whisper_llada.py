@@ -123,6 +123,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     next-token cross-entropy on the answer (`_causal_loss`) and `generate` hands off to transformers' own."""
 
     accepts_loss_kwargs = False
+    ctc_only = False  # training switch (not saved): forward returns the auxiliary CTC loss alone, without the decoder
 
     def __init__(
         self,
@@ -490,8 +491,10 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         ctc = None
         if inputs_embeds is None and self.config.ctc_weight:
             speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
-            prefix, prefix_mask = self.build_prefix(speech, lengths)
             ctc = self._speech_ctc_loss(speech, lengths, labels.to(speech.device))
+            if self.ctc_only:  # projector warm-up: the decoder is not run at all
+                return WhisperLladaOutput(loss=ctc)
+            prefix, prefix_mask = self.build_prefix(speech, lengths)
         else:
             prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         labels = labels.to(prefix.device)

@@ -172,6 +172,9 @@ class ModelArguments:
         default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech embeddings read as tokens "
                                       "(logits = speech @ token embeddings^T); 0 = off. Needs --ctc_blank_id."})
     ctc_blank_id: Optional[int] = field(default=None, metadata={"help": "Unused token id used as the CTC blank."})
+    ctc_only: bool = field(
+        default=False, metadata={"help": "Train the projector on the auxiliary CTC loss alone (the decoder is not run: "
+                                         "a cheap warm-up of the speech-to-token-embedding mapping)."})
     reset_projector: bool = field(
         default=False, metadata={"help": "With --model_name_or_path: start from a freshly initialised projector."})
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
@@ -422,6 +425,10 @@ def build_model(model_args: ModelArguments):
         model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
+    if model_args.ctc_only:
+        if not model.config.ctc_weight:
+            raise ValueError("--ctc_only needs --ctc_weight > 0 and --ctc_blank_id.")
+        model.ctc_only = True
     if model_args.reset_projector:
         from modeling_whisper_llada import WhisperLladaProjector
 

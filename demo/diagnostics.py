@@ -68,6 +68,7 @@ def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> 
     from transformers import AutoModel, AutoProcessor
 
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    model.config.ctc_weight = 0.0  # the masked-diffusion loss alone (an auxiliary training loss is not counted)
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     records = wld.read_manifest(manifest)[:limit]
     rate = processor.feature_extractor.sampling_rate
