@@ -10,6 +10,12 @@
         added) into one FLAC, with the joined reference; the WER of these vs of the utterances one by one measures
         long-form transcription (eval_hf.py cuts audio over 30 s into windows in pauses).
 
+    python demo/diagnostics.py longform-whisper ../shared/models/whisper-tiny.en --joined outputs/longform/joined.jsonl \
+        --single demo/audio/manifest.jsonl
+        The long-form windowing (pipeline_whisper_llada.split_long_audio: no overlap, cuts in pauses) measured with a
+        recogniser that transcribes: Whisper tiny.en (transformers generate) on each window of the joined clips, texts
+        joined, vs the same utterances one by one. Isolates what the seams cost from the decoder's own errors.
+
     python demo/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [more manifests]
         Does the model use the speech? The masked-diffusion loss of each utterance with its own audio vs with another
         utterance's audio (the next one in the manifest), with the same masks (same seeds), averaged over --seeds
@@ -112,6 +118,40 @@ def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
     return joined
 
 
+@torch.no_grad()
+def longform_whisper(whisper_dir: str, joined: str, single: str, chunk_length_s: float) -> dict:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from pipeline_whisper_llada import join_texts, split_long_audio
+    from text_normalization import normalize_text, word_error_counts
+
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_dir, dtype=torch.float32).eval()
+    processor = WhisperProcessor.from_pretrained(whisper_dir)
+
+    def recognise(waves):
+        features = processor.feature_extractor(waves, sampling_rate=16000, return_tensors="pt")
+        return processor.batch_decode(model.generate(features.input_features, max_new_tokens=440),
+                                      skip_special_tokens=True)
+
+    def wer(refs, hyps):
+        counts = word_error_counts([normalize_text(r) for r in refs], [normalize_text(h) for h in hyps])
+        errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
+        return 100.0 * errors / counts["reference_words"]
+
+    long_records, windows = wld.read_manifest(joined), []
+    hypotheses = []
+    for record in long_records:
+        wave = wld.load_audio(record["audio"], 16000)
+        ranges = split_long_audio(wave, 16000, chunk_length_s)
+        windows.append(len(ranges))
+        hypotheses.append(join_texts(recognise([wave[a:b] for a, b in ranges])))
+    short_records = wld.read_manifest(single)
+    short_hyps = recognise([wld.load_audio(r["audio"], 16000) for r in short_records])
+    return {"chunk_length_s": chunk_length_s, "joined_clips": len(long_records), "windows": windows,
+            "wer_joined": wer([r["text"] for r in long_records], hypotheses),
+            "wer_one_by_one": wer([r["text"] for r in short_records], short_hyps)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +162,11 @@ def main(argv=None) -> int:
     join.add_argument("manifest")
     join.add_argument("--per", type=int, default=5)
     join.add_argument("--output", type=Path, required=True)
+    longform = commands.add_parser("longform-whisper")
+    longform.add_argument("whisper_dir")
+    longform.add_argument("--joined", required=True)
+    longform.add_argument("--single", required=True)
+    longform.add_argument("--chunk_length_s", type=float, default=20.0)
     check = commands.add_parser("speech-use")
     check.add_argument("--model", required=True)
     check.add_argument("--data", nargs="+", required=True, help="one or more manifests, each reported on its own")
@@ -132,6 +177,8 @@ def main(argv=None) -> int:
         points = loss_curve(args.run_dir, args.output)
         print(json.dumps({"output": str(args.output), "last_train": points["train"][-1],
                           "valid": points["valid"]}))
+    elif args.command == "longform-whisper":
+        print(json.dumps(longform_whisper(args.whisper_dir, args.joined, args.single, args.chunk_length_s)))
     elif args.command == "join-clips":
         for record in join_clips(args.manifest, args.per, args.output):
             print(json.dumps({"key": record["key"], "duration": round(record["duration"], 2)}))

@@ -9,6 +9,7 @@ transformers causal LM instead (e.g. Llama-3-8B-Instruct, the autoregressive bas
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig, WhisperConfig
@@ -22,14 +23,50 @@ LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 DEFAULT_PROMPT = "transcribe the following speech to text:"
 
 DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
+# what save_pretrained writes: every weight; only the trainable ones (base models pulled by id on load); or the
+# trainable ones plus the frozen encoder (the decoder base is pulled by id; for a demo whose encoder is not on the Hub)
+CHECKPOINT_WEIGHTS = ("full", "trainable", "trainable+encoder")
 
-# The three decoding configurations of the reference results, for gen_length=128:
-# A = one step, B = 8 steps of iterative refinement, C = 8 steps per block x 16 semi-autoregressive blocks.
-DECODING_PRESETS: dict[str, dict[str, int]] = {
-    "A": {"steps": 1, "num_blocks": 1},
-    "B": {"steps": 8, "num_blocks": 1},
-    "C": {"steps": 8 * 16, "num_blocks": 16},
-}
+# Decoding settings saved in config.json by earlier versions; they now live in generation_config.json
+# (`generation_llada.LladaGenerationConfig`, the one home of the decoding defaults and the A/B/C presets).
+LEGACY_DECODING_KEYS = ("gen_length", "steps", "block_length", "remasking", "temperature")
+
+
+def check_number(owner: str, name: str, value: Any, kind: type = int, optional: bool = False) -> Any:
+    """`value` checked as an int (`kind=int`: an int, an integral float or a numeric string) or a float (`kind=float`:
+    any real number or numeric string); None passes when `optional`. Anything else raises a ValueError naming the
+    field and the expected type (instead of e.g. "invalid literal for int()"). Numbers keep their value."""
+    if value is None and optional:
+        return None
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    ok = isinstance(number, (int, float)) and not isinstance(number, bool)
+    if ok and kind is int:
+        ok = float(number).is_integer()
+    if not ok:
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{owner}: `{name}` must be {expected}{' or None' if optional else ''}, got {value!r} "
+                         f"({type(value).__name__}).")
+    if kind is int:
+        return int(number)
+    return float(number) if isinstance(value, str) else value
+
+
+def _int_list(owner: str, name: str, value: Any, optional: bool = False) -> list[int] | None:
+    """`value` checked as a list (or tuple) of integers; see `check_number`."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{owner}: `{name}` must be a list of integers{' or None' if optional else ''}, got {value!r} "
+                         f"({type(value).__name__}).")
+    try:
+        return [check_number(owner, name, item) for item in value]
+    except ValueError:
+        raise ValueError(f"{owner}: `{name}` must be a list of integers, got {value!r}.") from None
 
 
 class LladaConfig(PretrainedConfig):
@@ -70,6 +107,14 @@ class LladaConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs: Any,
     ):
+        check = functools.partial(check_number, "LladaConfig")
+        d_model, n_layers, n_heads, mlp_hidden_size, vocab_size, max_sequence_length = (
+            check("d_model", d_model), check("n_layers", n_layers), check("n_heads", n_heads),
+            check("mlp_hidden_size", mlp_hidden_size), check("vocab_size", vocab_size),
+            check("max_sequence_length", max_sequence_length))
+        n_kv_heads = check("n_kv_heads", n_kv_heads, optional=True)
+        embedding_size = check("embedding_size", embedding_size, optional=True)
+        rope_theta, rms_norm_eps = check("rope_theta", rope_theta, float), check("rms_norm_eps", rms_norm_eps, float)
         self.d_model = d_model
         self.n_layers = n_layers
         self.n_heads = n_heads
@@ -137,9 +182,13 @@ class WhisperLladaConfig(PretrainedConfig):
             `AutoModelForCausalLM`, trained with next-token cross-entropy and decoded greedily / with beam search).
         decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`); for "causal", any
             transformers config (or its dict, which must hold a `model_type`, e.g. a Llama `config.json`).
-        encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id or local dir). A
-            checkpoint saved with `checkpoint_weights="trainable"` stores only the trainable weights and pulls the
-            base encoder/decoder from these at load time.
+        encoder_name_or_path / decoder_name_or_path: where the base weights come from (Hub id, local dir, or
+            `package:NAME` for weights shipped inside an installed Python package). A checkpoint saved with
+            `checkpoint_weights="trainable"` stores only the trainable weights and pulls the base encoder/decoder from
+            these at load time.
+        decoder_gguf_file: the GGUF file inside `decoder_name_or_path` to load (dequantized by transformers).
+        decoder_from_causal_lm: the LLaDA decoder's base weights are a Llama-architecture causal LM's, converted on
+            load (`load_causal_lm_as_llada`: LLaDA tensor names, first `decoder_config.n_layers` layers, bidirectional).
         stack_factor: encoder frames merged into one speech embedding (50 frames/s / 5 = 10 embeddings/s).
         downsample_method: "stack" (concatenate k consecutive frames, the reference) or "mean" (average them).
         projector_hidden_sizes: hidden sizes of the MLP projector; the reference "sln-large" is [2048, 1024, 2048].
@@ -151,9 +200,11 @@ class WhisperLladaConfig(PretrainedConfig):
         mask_token_id / eos_token_id / eot_token_id / pad_token_id: special ids of the decoder's tokenizer. The
             end-of-turn id also stops generation; it defaults to LLaDA-Instruct's `<|eot_id|>` for a LLaDA decoder
             and to none for a causal one (another vocabulary: LLaDA's id would be an arbitrary token there).
-        gen_length / steps / block_length / remasking / temperature: default decoding settings (config B).
         checkpoint_weights: "full" saves every weight; "trainable" saves only weights with requires_grad (the
-            projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load.
+            projector, LoRA adapters, an unfrozen decoder) and pulls the base models by id on load;
+            "trainable+encoder" also saves the frozen encoder (only the decoder base is pulled).
+        ctc_weight / ctc_blank_id: training only: weight of an auxiliary CTC loss on the speech embeddings read as
+            tokens (logits = speech @ token embeddings^T), with this unused token id as the blank (0 = off).
     """
 
     model_type = "whisper_llada"
@@ -166,6 +217,8 @@ class WhisperLladaConfig(PretrainedConfig):
         decoder_type: str = "llada",
         encoder_name_or_path: str | None = None,
         decoder_name_or_path: str | None = None,
+        decoder_gguf_file: str | None = None,
+        decoder_from_causal_lm: bool = False,
         stack_factor: int = 5,
         downsample_method: str = "stack",
         projector_hidden_sizes: list[int] | tuple[int, ...] = (2048, 1024, 2048),
@@ -177,14 +230,13 @@ class WhisperLladaConfig(PretrainedConfig):
         eos_token_id: int | None = None,
         eot_token_id: int | None = None,
         pad_token_id: int | None = None,
-        gen_length: int = 128,
-        steps: int = 8,
-        block_length: int | None = None,
-        remasking: str = "low_confidence",
-        temperature: float = 0.0,
         checkpoint_weights: str = "full",
+        ctc_weight: float = 0.0,
+        ctc_blank_id: int | None = None,
         **kwargs: Any,
     ):
+        for key in LEGACY_DECODING_KEYS:  # decoding defaults are read from generation_config.json
+            kwargs.pop(key, None)
         if isinstance(encoder_config, dict):
             encoder_config = WhisperConfig(**{k: v for k, v in encoder_config.items() if k != "model_type"})
         if decoder_type not in DECODER_TYPES:
@@ -205,16 +257,24 @@ class WhisperLladaConfig(PretrainedConfig):
 
         if downsample_method not in ("stack", "mean"):
             raise ValueError(f"WhisperLladaConfig: downsample_method must be 'stack' or 'mean', got {downsample_method!r}.")
-        if int(stack_factor) < 1:
+        check = functools.partial(check_number, "WhisperLladaConfig")
+        stack_factor = check("stack_factor", stack_factor)
+        projector_hidden_sizes = _int_list("WhisperLladaConfig", "projector_hidden_sizes", projector_hidden_sizes)
+        prompt_prefix_ids = _int_list("WhisperLladaConfig", "prompt_prefix_ids", prompt_prefix_ids, optional=True)
+        prompt_suffix_ids = _int_list("WhisperLladaConfig", "prompt_suffix_ids", prompt_suffix_ids, optional=True)
+        mask_token_id, eot_token_id, pad_token_id = (check("mask_token_id", mask_token_id, optional=True),
+                                                    check("eot_token_id", eot_token_id, optional=True),
+                                                    check("pad_token_id", pad_token_id, optional=True))
+        if stack_factor < 1:
             raise ValueError(f"WhisperLladaConfig: stack_factor must be >= 1, got {stack_factor}.")
-        if checkpoint_weights not in ("full", "trainable"):
+        if checkpoint_weights not in CHECKPOINT_WEIGHTS:
             raise ValueError(
-                f"WhisperLladaConfig: checkpoint_weights must be 'full' or 'trainable', got {checkpoint_weights!r}."
+                f"WhisperLladaConfig: checkpoint_weights must be one of {CHECKPOINT_WEIGHTS}, got {checkpoint_weights!r}."
             )
-        if remasking not in ("low_confidence", "random"):
-            raise ValueError(f"WhisperLladaConfig: remasking must be 'low_confidence' or 'random', got {remasking!r}.")
         self.encoder_name_or_path = encoder_name_or_path
         self.decoder_name_or_path = decoder_name_or_path
+        self.decoder_gguf_file = decoder_gguf_file
+        self.decoder_from_causal_lm = bool(decoder_from_causal_lm)
         self.stack_factor = int(stack_factor)
         self.downsample_method = downsample_method
         self.projector_hidden_sizes = [int(h) for h in projector_hidden_sizes]
@@ -224,15 +284,14 @@ class WhisperLladaConfig(PretrainedConfig):
         self.prompt_suffix_ids = list(prompt_suffix_ids) if prompt_suffix_ids is not None else None
         dec = self.decoder_config
         self.mask_token_id = mask_token_id if mask_token_id is not None else getattr(dec, "mask_token_id", None)
-        if eot_token_id is None and decoder_type == "llada":
+        if eot_token_id is None and decoder_type == "llada" and not decoder_from_causal_lm:
             eot_token_id = LLADA_EOT_TOKEN_ID  # LLaDA-Instruct's <|eot_id|>; a causal LM's comes from its tokenizer
         self.eot_token_id = eot_token_id
-        self.gen_length = gen_length
-        self.steps = steps
-        self.block_length = block_length if block_length is not None else gen_length
-        self.remasking = remasking
-        self.temperature = temperature
         self.checkpoint_weights = checkpoint_weights
+        self.ctc_weight = check_number("WhisperLladaConfig", "ctc_weight", ctc_weight, float)
+        self.ctc_blank_id = check_number("WhisperLladaConfig", "ctc_blank_id", ctc_blank_id, optional=True)
+        if self.ctc_weight and self.ctc_blank_id is None:
+            raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
         eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
         if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
             eos_token_id = eos_token_id[0]
@@ -244,10 +303,5 @@ class WhisperLladaConfig(PretrainedConfig):
             **kwargs,
         )
 
-    @property
-    def speech_embeddings_per_second(self) -> float:
-        """Encoder frames are 50/s for Whisper; the projector sees one embedding per `stack_factor` frames."""
-        return 50.0 / self.stack_factor
 
-
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODING_PRESETS", "DECODER_TYPES"]
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "check_number"]

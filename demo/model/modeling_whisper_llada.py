@@ -5,280 +5,43 @@ Data flow (classes below appear in this order):
     audio -> WhisperFeatureExtractor -> log-mel (B, n_mels, 3000)
           -> WhisperEncoder (frozen)          (B, 1500, d_enc)   frames past the audio's end are dropped
           -> WhisperLladaProjector            (B, S, d_model)    k frames stacked, MLP
-          -> chat prompt with the speech spliced in before the user turn's <|eot_id|>   (B, P, d_model)
-          -> LLaDA mask predictor (frozen)    [prefix] + [MASK] x gen_length -> logits
-          -> low-confidence remasking sampler (`generate`)
+          -> chat prompt with the speech spliced in before the user turn's end-of-turn token   (B, P, d_model)
+          -> decoder.generate                 LLaDA mask predictor + sampler (modeling_llada.py, generation_llada.py)
 
-With `config.decoder_type == "causal"` the decoder is an autoregressive `AutoModelForCausalLM` (the AR-LLM baseline):
-the same speech prefix, next-token cross-entropy in `forward`, transformers' greedy / beam-search `generate`.
-
-The LLaDA decoder is implemented here (the official remote code does not load under transformers 5); its parameter
-names are the official checkpoint names (`model.transformer.blocks.{i}.q_proj.weight`, ...), so an official LLaDA
-checkpoint directory loads with `LladaForMaskedDiffusion.from_pretrained`.
+`WhisperLladaForConditionalGeneration` owns the encoder, the projector, the speech prefix, the training loss and
+loading/saving; `generate` builds the prefix and hands off to the decoder's own `generate`. With
+`config.decoder_type == "causal"` the decoder is an autoregressive `AutoModelForCausalLM` (the AR-LLM baseline): the
+same speech prefix, next-token cross-entropy in `forward`, transformers' own `generate`.
 """
 
 from __future__ import annotations
 
-import math
+import copy
+import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline, PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
 
 try:
-    from .configuration_whisper_llada import DECODING_PRESETS, LladaConfig, WhisperLladaConfig
+    from .configuration_whisper_llada import WhisperLladaConfig
+    from .generation_llada import LladaGenerationConfig
+    from .modelcard_whisper_llada import MARKER as MODEL_CARD_MARKER
+    from .modelcard_whisper_llada import write_model_card
+    from .modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, load_causal_lm_as_llada, resolve_model_path
+    from .pipeline_whisper_llada import WhisperLladaASRPipeline  # noqa: F401  (shipped with the model: custom_pipelines)
 except ImportError:  # imported as a plain top-level module (tests, scripts)
-    from configuration_whisper_llada import DECODING_PRESETS, LladaConfig, WhisperLladaConfig
-
-try:
-    from .processing_whisper_llada import decode_transcript, load_audio
-except ImportError:
-    from processing_whisper_llada import decode_transcript, load_audio
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# LLaDA decoder: layers
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class LladaRMSNorm(nn.Module):
-    """RMSNorm as in LLaDA: normalised in float32, cast back, then scaled by the weight."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = (hidden_states * torch.rsqrt(variance + self.eps)).to(input_dtype)
-        return self.weight * hidden_states
-
-
-class LladaRotaryEmbedding(nn.Module):
-    """Rotary position embedding (half-split rotation), computed in float32 for any position ids.
-
-    The inverse frequencies are recomputed per call (head_dim / 2 values) rather than kept in a buffer, so that
-    meta-device initialisation in `from_pretrained` cannot leave them uninitialised."""
-
-    def __init__(self, config: LladaConfig):
-        super().__init__()
-        self.head_dim = config.d_model // config.n_heads
-        self.theta = config.rope_theta
-
-    @torch.no_grad()
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: (B, T) -> cos, sin: (B, 1, T, head_dim)
-        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=position_ids.device) / self.head_dim
-        inv_freq = 1.0 / (self.theta**exponents)
-        freqs = position_ids.to(torch.float32)[..., None] * inv_freq
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None]
-        return angles.cos(), angles.sin()
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotates q and k (B, H, T, D) in full precision, as LLaDA's `rope_full_precision=True` does."""
-    q32, k32 = q.float(), k.float()
-    q_rot = q32 * cos + rotate_half(q32) * sin
-    k_rot = k32 * cos + rotate_half(k32) * sin
-    return q_rot.to(q.dtype), k_rot.to(k.dtype)
-
-
-class LladaBlock(GradientCheckpointingLayer):
-    """One LLaDA "llama" block: bidirectional attention + SwiGLU MLP, pre-norm, with the official parameter names."""
-
-    def __init__(self, config: LladaConfig):
-        super().__init__()
-        d, self.n_heads, self.n_kv_heads = config.d_model, config.n_heads, config.n_kv_heads
-        self.head_dim = d // config.n_heads
-        self.attn_norm = LladaRMSNorm(d, config.rms_norm_eps)
-        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.attn_out = nn.Linear(d, d, bias=False)
-        self.ff_norm = LladaRMSNorm(d, config.rms_norm_eps)
-        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate (activated)
-        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
-        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,  # (B, T, d): the positions computed in this call
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        key_mask: torch.Tensor | None = None,  # (B, 1, 1, L) bool, True = attend; L = full sequence length
-        cached_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # (B, H_kv, L, D) keys/values of all positions
-        cache_start: int = 0,  # where this call's positions start in the full sequence
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        batch, length, _ = hidden_states.shape
-        x = self.attn_norm(hidden_states)
-        q = self.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
-        if cached_kv is not None:  # fresh keys/values for this window, cached ones elsewhere
-            end = cache_start + length
-            k = torch.cat((cached_kv[0][:, :, :cache_start], k, cached_kv[0][:, :, end:]), dim=2)
-            v = torch.cat((cached_kv[1][:, :, :cache_start], v, cached_kv[1][:, :, end:]), dim=2)
-        key_values = (k, v)
-        if self.n_kv_heads != self.n_heads:
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
-        hidden_states = hidden_states + self.attn_out(attn.transpose(1, 2).reshape(batch, length, -1))
-        x = self.ff_norm(hidden_states)
-        hidden_states = hidden_states + self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x))
-        return hidden_states, key_values
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# LLaDA decoder: model
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LladaOutput(ModelOutput):
-    """logits: (B, T', vocab) for the requested positions; key_values: per-layer (k, v) of every position, when asked."""
-
-    logits: torch.Tensor | None = None
-    key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-
-
-class LladaTransformer(nn.Module):
-    """Holds the weights under the official names: wte, blocks.{i}, ln_f, ff_out (the LM head)."""
-
-    def __init__(self, config: LladaConfig):
-        super().__init__()
-        self.wte = nn.Embedding(config.embedding_size, config.d_model)
-        self.blocks = nn.ModuleList(LladaBlock(config) for _ in range(config.n_layers))
-        self.ln_f = LladaRMSNorm(config.d_model, config.rms_norm_eps)
-        if not config.weight_tying:
-            self.ff_out = nn.Linear(config.d_model, config.embedding_size, bias=False)
-
-
-class LladaModel(nn.Module):
-    def __init__(self, config: LladaConfig):
-        super().__init__()
-        self.transformer = LladaTransformer(config)
-
-
-class LladaPreTrainedModel(PreTrainedModel):
-    config_class = LladaConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["LladaBlock"]
-    _supports_sdpa = True
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, LladaRMSNorm):
-            module.weight.data.fill_(1.0)
-
-
-class LladaForMaskedDiffusion(LladaPreTrainedModel):
-    """The LLaDA mask predictor: bidirectional transformer + LM head; `forward` returns `.logits`.
-
-    Beyond a plain forward it supports what the diffusion sampler needs:
-    - `logits_positions`: compute the LM head only for a slice of positions (the current block);
-    - `return_key_values` / `cached_key_values` + `cache_start`: Fast-dLLM-style approximate caching, where the
-      call computes positions [cache_start, cache_start + T) and reads the other positions' keys/values from a cache.
-    """
-
-    def __init__(self, config: LladaConfig):
-        super().__init__(config)
-        self.model = LladaModel(config)
-        self.rotary_emb = LladaRotaryEmbedding(config)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.transformer.wte
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.transformer.wte = value
-
-    def lm_head_weight(self) -> torch.Tensor:
-        transformer = self.model.transformer
-        return transformer.wte.weight if self.config.weight_tying else transformer.ff_out.weight
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,  # (B, T)
-        inputs_embeds: torch.Tensor | None = None,  # (B, T, d)
-        attention_mask: torch.Tensor | None = None,  # (B, L) 1 = real token, 0 = padding; L = full length
-        position_ids: torch.LongTensor | None = None,  # (B, T)
-        logits_positions: slice | None = None,
-        cached_key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        cache_start: int = 0,
-        return_key_values: bool = False,
-        **kwargs: Any,
-    ) -> LladaOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("LladaForMaskedDiffusion.forward: pass exactly one of `input_ids` or `inputs_embeds`.")
-        hidden_states = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
-        batch, length = hidden_states.shape[:2]
-        if position_ids is None:
-            if attention_mask is not None:  # left padding: real tokens are numbered from 0
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-                position_ids = position_ids[:, cache_start : cache_start + length]
-            else:
-                position_ids = torch.arange(cache_start, cache_start + length, device=hidden_states.device)
-                position_ids = position_ids.expand(batch, -1)
-        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        cos, sin = self.rotary_emb(position_ids)
-
-        key_values = []
-        for index, block in enumerate(self.model.transformer.blocks):
-            hidden_states, layer_kv = block(
-                hidden_states,
-                cos,
-                sin,
-                key_mask,
-                cached_kv=None if cached_key_values is None else cached_key_values[index],
-                cache_start=cache_start,
-            )
-            if return_key_values:
-                key_values.append(layer_kv)
-        if logits_positions is not None:
-            hidden_states = hidden_states[:, logits_positions]
-        hidden_states = self.model.transformer.ln_f(hidden_states)
-        logits = F.linear(hidden_states, self.lm_head_weight())
-        return LladaOutput(logits=logits, key_values=key_values if return_key_values else None)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads an official LLaDA checkpoint (or one saved by this class) and fails clearly on missing or
-        mis-shaped weights instead of silently initialising them at random."""
-        wants_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("ignore_mismatched_sizes", True)  # report mis-shaped tensors by name below
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        problems = []
-        if info.get("missing_keys"):
-            problems.append(f"missing weights {sorted(info['missing_keys'])[:8]}")
-        if info.get("mismatched_keys"):
-            shapes = [f"{m[0]} {tuple(m[1])} vs {tuple(m[2])}" if isinstance(m, tuple) else str(m) for m in info["mismatched_keys"]]
-            problems.append(f"mis-shaped weights (checkpoint vs config) {shapes[:8]}")
-        if problems:
-            raise ValueError(
-                f"LLaDA checkpoint {pretrained_model_name_or_path}: {'; '.join(problems)}. Expected the official key "
-                "names model.transformer.wte.weight, model.transformer.blocks.{i}.{attn_norm,ff_norm,q_proj,k_proj,"
-                "v_proj,attn_out,ff_proj,up_proj,ff_out}.weight, model.transformer.ln_f.weight and "
-                "model.transformer.ff_out.weight with the shapes its config.json implies."
-            )
-        return (model, info) if wants_info else model
+    from configuration_whisper_llada import WhisperLladaConfig
+    from generation_llada import LladaGenerationConfig
+    from modelcard_whisper_llada import MARKER as MODEL_CARD_MARKER
+    from modelcard_whisper_llada import write_model_card
+    from modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, load_causal_lm_as_llada, resolve_model_path
+    from pipeline_whisper_llada import WhisperLladaASRPipeline  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -338,42 +101,6 @@ class WhisperLladaOutput(ModelOutput):
     logits: torch.Tensor | None = None  # (B, A, vocab) at the answer positions
 
 
-def num_transfer_schedule(block_length: int, steps: int) -> list[int]:
-    """LLaDA's `get_num_transfer_tokens` for a fully masked block: masked // steps per step, the remainder
-    distributed one by one to the first steps."""
-    base, remainder = divmod(block_length, steps)
-    return [base + (1 if step < remainder else 0) for step in range(steps)]
-
-
-def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
-    """Gumbel-max sampling as in LLaDA: float64, exp(logits) / (-log u) ** temperature."""
-    if temperature == 0:
-        return logits
-    logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-    return logits.exp() / (-torch.log(noise)) ** temperature
-
-
-@dataclass
-class DecodingSettings:
-    steps: int
-    gen_length: int
-    block_length: int
-    temperature: float = 0.0
-    remasking: str = "low_confidence"
-    threshold: float | None = None  # approximate: also commit every candidate with confidence >= threshold
-    kv_cache: str | None = None  # approximate: None, "prefix" or "dual" (Fast-dLLM)
-    early_stop: bool = False  # approximate: fill after the first committed EOS and drop finished rows
-
-    @property
-    def num_blocks(self) -> int:
-        return self.gen_length // self.block_length
-
-    @property
-    def steps_per_block(self) -> int:
-        return self.steps // self.num_blocks
-
-
 class WhisperLladaPreTrainedModel(PreTrainedModel):
     config_class = WhisperLladaConfig
     base_model_prefix = "whisper_llada"
@@ -390,13 +117,13 @@ class WhisperLladaPreTrainedModel(PreTrainedModel):
 
 class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     """Whisper encoder (frozen) -> projector (trainable) -> LLaDA decoder (frozen), with the LLaDA SFT
-    masked-diffusion loss in `forward` and LLaDA's low-confidence remasking sampler in `generate`.
+    masked-diffusion loss in `forward`; `generate` builds the speech prefix and hands off to the decoder's sampler.
 
     With `config.decoder_type == "causal"` the decoder is a causal LM (`AutoModelForCausalLM`): `forward` computes
-    next-token cross-entropy on the answer (`_causal_loss`) and `generate` is transformers' greedy / beam search with a
-    KV cache (`_causal_generate`)."""
+    next-token cross-entropy on the answer (`_causal_loss`) and `generate` hands off to transformers' own."""
 
     accepts_loss_kwargs = False
+    ctc_only = False  # training switch (not saved): forward returns the auxiliary CTC loss alone, without the decoder
 
     def __init__(
         self,
@@ -430,21 +157,15 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         self.decoder.requires_grad_(not decoder)
 
     def _default_generation_config(self) -> GenerationConfig:
+        """LLaDA decoding defaults (config B at gen_length 128) with this model's special ids; for a causal decoder,
+        greedy decoding of up to 128 new tokens that stops at EOS or the end-of-turn token."""
         c = self.config
-        # num_beams/max_new_tokens are set so that pipelines do not inject their own (beam search is not used here).
-        config = GenerationConfig(
-            num_beams=1,
-            max_new_tokens=c.gen_length,
-            gen_length=c.gen_length,
-            steps=c.steps,
-            block_length=c.block_length,
-            remasking=c.remasking,
-            eos_token_id=c.eos_token_id,
-            pad_token_id=c.pad_token_id,
-        )
-        if c.temperature:  # GenerationConfig warns about temperature=0 ("greedy"); 0 is our default anyway
-            config.temperature, config.do_sample = c.temperature, True
-        return config
+        if c.decoder_type == "causal":
+            stop_ids = [c.eos_token_id] + [i for i in (c.eot_token_id,) if i is not None and i != c.eos_token_id]
+            return GenerationConfig(max_new_tokens=128, num_beams=1, do_sample=False, eos_token_id=stop_ids,
+                                    pad_token_id=c.eos_token_id)
+        return LladaGenerationConfig(mask_token_id=c.mask_token_id, eos_token_id=c.eos_token_id,
+                                     pad_token_id=c.pad_token_id)
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -453,7 +174,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     @classmethod
     def from_encoder_decoder_pretrained(
         cls,
-        encoder_name_or_path: str,
+        encoder_name_or_path: str | None,
         decoder_name_or_path: str,
         config: WhisperLladaConfig | None = None,
         dtype: torch.dtype | str | None = None,
@@ -465,26 +186,50 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         (Hub id or dir with the official key names) or, with `decoder_type="causal"`, any causal-LM checkpoint
         (`AutoModelForCausalLM`, e.g. meta-llama/Meta-Llama-3-8B-Instruct). The projector is freshly initialised.
 
+        With `decoder_from_causal_lm=True` the LLaDA decoder is converted from a Llama-architecture causal LM
+        (`load_causal_lm_as_llada`; `decoder_gguf_file` for a GGUF checkpoint, `decoder_num_layers` to keep only the
+        first layers). `encoder_name_or_path=None` (only with a `config`) builds the encoder from the config, for
+        checkpoints that store its weights.
+
         If `processor` (a `WhisperLladaProcessor`) is given, the chat-prompt token ids are taken from it (for a causal
-        decoder also EOS / <|eot_id|>)."""
+        decoder, or a decoder converted from one, also EOS / <|eot_id|>)."""
         from transformers import WhisperModel
 
-        whisper = WhisperModel.from_pretrained(encoder_name_or_path, dtype=dtype or torch.float32)
-        encoder = whisper.get_encoder()
-        decoder_type = config.decoder_type if config is not None else config_kwargs.get("decoder_type", "llada")
-        decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
-        decoder = decoder_class.from_pretrained(decoder_name_or_path, dtype=decoder_dtype or dtype or torch.float32)
+        if encoder_name_or_path is None:
+            if config is None:
+                raise ValueError("from_encoder_decoder_pretrained: encoder_name_or_path=None needs a `config`.")
+            encoder = WhisperEncoder(config.encoder_config).to(dtype or torch.float32)
+            encoder_config = config.encoder_config
+        else:
+            whisper = WhisperModel.from_pretrained(encoder_name_or_path, dtype=dtype or torch.float32)
+            encoder, encoder_config = whisper.get_encoder(), whisper.config
+        setting = lambda name, default=None: getattr(config, name) if config is not None else config_kwargs.get(name, default)  # noqa: E731
+        decoder_type = setting("decoder_type", "llada")
+        decoder_dtype = decoder_dtype or dtype or torch.float32
+        if setting("decoder_from_causal_lm", False):
+            mask_id = processor.mask_token_id if processor is not None else None
+            decoder = load_causal_lm_as_llada(
+                decoder_name_or_path, mask_token_id=mask_id, n_layers=config_kwargs.pop("decoder_num_layers", None),
+                gguf_file=setting("decoder_gguf_file"), config=config.decoder_config if config is not None else None,
+                dtype=decoder_dtype,
+            )
+        else:
+            decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
+            kwargs = {"gguf_file": setting("decoder_gguf_file")} if setting("decoder_gguf_file") else {}
+            decoder = decoder_class.from_pretrained(resolve_model_path(decoder_name_or_path), dtype=decoder_dtype, **kwargs)
         if config is None:
+            config_kwargs.pop("decoder_num_layers", None)
             if processor is not None:
                 prefix_ids, suffix_ids = processor.prompt_ids(config_kwargs.get("prompt"))
                 config_kwargs.setdefault("prompt_prefix_ids", prefix_ids)
                 config_kwargs.setdefault("prompt_suffix_ids", suffix_ids)
-                if decoder_type == "causal":
+                if decoder_type == "causal" or config_kwargs.get("decoder_from_causal_lm"):
                     config_kwargs.setdefault("eos_token_id", processor.eos_token_id)
                     config_kwargs.setdefault("eot_token_id", processor.eot_token_id)
+                    config_kwargs.setdefault("pad_token_id", processor.eos_token_id)
             config_kwargs.setdefault("checkpoint_weights", "trainable")
             config = WhisperLladaConfig(
-                encoder_config=whisper.config,
+                encoder_config=encoder_config,
                 decoder_config=decoder.config,
                 encoder_name_or_path=str(encoder_name_or_path),
                 decoder_name_or_path=str(decoder_name_or_path),
@@ -497,13 +242,24 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """What `save_pretrained` writes: None (everything) for checkpoint_weights="full"; the trainable weights for
+        "trainable"; those plus the encoder's for "trainable+encoder"."""
+        mode = self.config.checkpoint_weights
+        if mode == "full":
+            return None
+        weights = self.trainable_state_dict()
+        if mode == "trainable+encoder":
+            weights.update({f"encoder.{name}": t.detach() for name, t in self.encoder.state_dict().items()})
+        if not weights:
+            raise ValueError(f"checkpoint_weights={mode!r} but the model has no trainable weights to save.")
+        return weights
+
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
         """With `config.checkpoint_weights == "trainable"` only the trainable weights are written (a few MB for the
         projector); `from_pretrained` then pulls the base encoder/decoder from the ids in the config."""
-        if state_dict is None and self.config.checkpoint_weights == "trainable":
-            state_dict = self.trainable_state_dict()
-            if not state_dict:
-                raise ValueError("checkpoint_weights='trainable' but the model has no trainable weights to save.")
+        if state_dict is None:
+            state_dict = self.checkpoint_state_dict()
         self.register_for_auto_class("AutoModelForSpeechSeq2Seq")
         self.config.auto_map = {
             **(getattr(self.config, "auto_map", None) or {}),
@@ -514,34 +270,60 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         }
         self.config.custom_pipelines = {
             "automatic-speech-recognition": {
-                "impl": "modeling_whisper_llada.WhisperLladaASRPipeline",
+                "impl": "pipeline_whisper_llada.WhisperLladaASRPipeline",
                 "pt": ["AutoModelForSpeechSeq2Seq"],
                 "tf": [],
                 "type": "audio",
             }
         }
-        # transformers 5 refuses to write generation parameters (`temperature`) into config.json; they are saved in
-        # generation_config.json (see `_default_generation_config`) and read back by `from_pretrained`.
-        generation_params = self.config._get_generation_parameters()
-        for key in generation_params:
-            delattr(self.config, key)
-        try:
-            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
-        finally:
-            for key, value in generation_params.items():
-                setattr(self.config, key, value)
+        super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        if not os.path.exists(os.path.join(save_directory, "README.md")):  # keep a card with results, or your own
+            write_model_card(save_directory)
+        make_readable(save_directory)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB", tags: list[str] | None = None,
+                    model_card_results: dict | str | None = None) -> str:
+        """transformers' `push_to_hub`, uploading this model's card (Hub metadata, usage for `repo_id` and, given an
+        eval_hf.py results.json as `model_card_results`, a model-index with the WER per split and decoding). A card
+        on the Hub that was not generated by whisper-llada is kept."""
+        import tempfile
+
+        from transformers.utils.hub import create_and_tag_model_card, hf_api
+
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        hub_card = create_and_tag_model_card(repo_id, tags, token=token)  # the Hub's card, or an empty template
+        with tempfile.TemporaryDirectory() as directory:
+            self.save_pretrained(directory, max_shard_size=max_shard_size)
+            hub_text = str(getattr(hub_card, "content", "") or "")
+            if hub_text.strip() and MODEL_CARD_MARKER not in hub_text and "library_name" in hub_text:
+                hub_card.save(os.path.join(directory, "README.md"))  # someone's own card: keep it
+            else:
+                write_model_card(directory, results=model_card_results, repo_id=repo_id, overwrite=True,
+                                 model_name=repo_id.split("/")[-1])
+            return self._upload_modified_files(directory, repo_id, files_timestamps={}, commit_message=commit_message,
+                                               token=token, create_pr=create_pr, revision=revision,
+                                               commit_description=commit_description)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads a full checkpoint, or a trainable-weights-only checkpoint whose config names the base models."""
+        """Loads a full checkpoint, or a trainable-weights-only checkpoint whose config names the base models.
+
+        Without a `dtype` (and without a GPU `device_map`) the weights load as float32, whatever dtype they were saved
+        in: on CPU, float16 matmuls are several times slower than float32. Pass `dtype=torch.bfloat16` (or "auto" for
+        the saved dtype) to choose."""
+        if kwargs.get("dtype") is None and str(kwargs.get("device_map") or "cpu") == "cpu":
+            kwargs["dtype"] = torch.float32
         config = kwargs.pop("config", None)
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if config.checkpoint_weights != "trainable":
+        if config.checkpoint_weights == "full":
             model = super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
             return cls._load_generation_config(model, pretrained_model_name_or_path, hub_kwargs)
-        if not (config.encoder_name_or_path and config.decoder_name_or_path):
+        with_encoder = config.checkpoint_weights == "trainable+encoder"
+        if not ((config.encoder_name_or_path or with_encoder) and config.decoder_name_or_path):
             raise ValueError(
                 f"{pretrained_model_name_or_path}: a trainable-weights-only checkpoint needs `encoder_name_or_path` and "
                 "`decoder_name_or_path` in its config.json to pull the base models from."
@@ -549,14 +331,16 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         dtype = kwargs.get("dtype")
         dtype = None if dtype == "auto" else dtype
         model = cls.from_encoder_decoder_pretrained(
-            config.encoder_name_or_path, config.decoder_name_or_path, config=config, dtype=dtype
+            None if with_encoder else config.encoder_name_or_path, config.decoder_name_or_path, config=config,
+            dtype=dtype,
         )
         trained = _load_safetensors_weights(pretrained_model_name_or_path, hub_kwargs)
         trained = _merge_lora_weights(model, trained, getattr(config, "lora", None))
         missing, unexpected = model.load_state_dict(trained, strict=False)
         if unexpected:
             raise ValueError(f"{pretrained_model_name_or_path}: unexpected weights {unexpected[:8]} in the checkpoint.")
-        absent = [name for name in model.trainable_state_dict() if name not in trained]
+        expected = list(model.trainable_state_dict()) + ([f"encoder.{n}" for n in model.encoder.state_dict()] if with_encoder else [])
+        absent = [name for name in expected if name not in trained]
         if absent:
             raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint lacks trainable weights {absent[:8]}.")
         if kwargs.get("device_map") not in (None, "auto"):
@@ -565,12 +349,18 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
 
     @staticmethod
     def _load_generation_config(model, name_or_path, hub_kwargs: dict):
-        """The saved generation_config.json (decoding defaults, `temperature`): without `GenerationMixin` the base
-        `from_pretrained` does not read it."""
+        """The saved generation_config.json (the decoding defaults): without `GenerationMixin` the base
+        `from_pretrained` does not read it. A LLaDA decoder's is a `LladaGenerationConfig`."""
+        config_class = GenerationConfig if model.config.decoder_type == "causal" else LladaGenerationConfig
         try:
-            model.generation_config = GenerationConfig.from_pretrained(name_or_path, **hub_kwargs)
+            loaded = config_class.from_pretrained(name_or_path, **hub_kwargs)
         except OSError:  # no generation_config.json: keep the one built from the config
-            pass
+            return model
+        default = model.generation_config
+        for name in ("mask_token_id", "eos_token_id", "pad_token_id"):  # files written before these were saved
+            if getattr(loaded, name, None) is None and getattr(default, name, None) is not None:
+                setattr(loaded, name, getattr(default, name))
+        model.generation_config = loaded
         return model
 
     # -- speech prefix -----------------------------------------------------------------------------------------------
@@ -694,13 +484,42 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         """LLaDA SFT masked-diffusion loss: per sample t ~ U(eps, 1), each answer token masked with probability t,
         cross-entropy on the masked tokens divided by t, normalised by the answer length and the batch size.
         The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss.
-        A causal decoder gets next-token cross-entropy instead (`_causal_loss`)."""
-        prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
+        A causal decoder gets next-token cross-entropy instead (`_causal_loss`). With `config.ctc_weight > 0`, an
+        auxiliary CTC loss on the speech embeddings is added (`_speech_ctc_loss`)."""
         if labels is None:
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
+        ctc = None
+        if inputs_embeds is None and self.config.ctc_weight:
+            speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
+            ctc = self._speech_ctc_loss(speech, lengths, labels.to(speech.device))
+            if self.ctc_only:  # projector warm-up: the decoder is not run at all
+                return WhisperLladaOutput(loss=ctc)
+            prefix, prefix_mask = self.build_prefix(speech, lengths)
+        else:
+            prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         labels = labels.to(prefix.device)
-        if self.config.decoder_type == "causal":
-            return self._causal_loss(prefix, prefix_mask, labels)
+        output = (self._causal_loss(prefix, prefix_mask, labels) if self.config.decoder_type == "causal"
+                  else self._diffusion_loss(prefix, prefix_mask, labels, mask_eps))
+        if ctc is not None:
+            output.loss = output.loss + self.config.ctc_weight * ctc
+        return output
+
+    def _speech_ctc_loss(self, speech: torch.Tensor, lengths: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+        """Auxiliary CTC loss that reads each speech embedding as a token: logits = speech @ (token embeddings)^T, the
+        transcript (up to its first EOS) as the target, `config.ctc_blank_id` as the blank. It teaches the projector
+        to put the spoken words where the decoder already knows them (its own token embeddings), so that a pretrained
+        decoder can read the speech from the first steps instead of first learning to ignore it."""
+        eos = self.config.eos_token_id
+        is_eos = (labels == eos) | (labels == -100)
+        target_lengths = (~is_eos).long().cumprod(-1).sum(-1)  # tokens before the first EOS
+        targets = torch.cat([row[:n] for row, n in zip(labels, target_lengths.tolist())])
+        table = self.decoder.get_input_embeddings().weight
+        log_probs = torch.log_softmax((speech @ table.to(speech.dtype).T).float(), dim=-1)  # (B, S, V)
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=self.config.ctc_blank_id,
+                          reduction="mean", zero_infinity=True)
+
+    def _diffusion_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor,
+                        mask_eps: float) -> WhisperLladaOutput:
         batch, answer_len = labels.shape
         in_answer = labels != -100
         t = torch.rand(batch, 1, device=prefix.device)
@@ -737,231 +556,26 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
 
     # -- generation --------------------------------------------------------------------------------------------------
 
-    def decoding_settings(self, decoding: str | None = None, **overrides: Any) -> DecodingSettings:
-        """Resolves decoding settings: explicit arguments > named preset (A, B, C) > the generation config.
-        Without an explicit block_length the number of blocks is kept (the preset's, or the generation config's)."""
-        gc, c = self.generation_config, self.config
-        default_length = getattr(gc, "gen_length", c.gen_length)
-        default_blocks = max(1, default_length // (getattr(gc, "block_length", None) or default_length))
-        values = {
-            "steps": getattr(gc, "steps", c.steps),
-            "gen_length": default_length,
-            "temperature": getattr(gc, "temperature", None) or 0.0,
-            "remasking": getattr(gc, "remasking", c.remasking),
-        }
-        if decoding is not None:
-            if decoding not in DECODING_PRESETS:
-                raise ValueError(f"decoding must be one of {sorted(DECODING_PRESETS)}, got {decoding!r}.")
-            values["steps"], default_blocks = DECODING_PRESETS[decoding]["steps"], DECODING_PRESETS[decoding]["num_blocks"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "block_length" not in values:
-            if values["gen_length"] % default_blocks:
-                raise ValueError(
-                    f"gen_length={values['gen_length']} must be divisible by the number of blocks ({default_blocks})."
-                )
-            values["block_length"] = values["gen_length"] // default_blocks
-        settings = DecodingSettings(**values)
-        self._check_decoding_settings(settings)
-        return settings
-
-    @staticmethod
-    def _check_decoding_settings(s: DecodingSettings) -> None:
-        for name in ("steps", "gen_length", "block_length"):
-            value = getattr(s, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if s.gen_length % s.block_length:
-            raise ValueError(f"gen_length={s.gen_length} must be divisible by block_length={s.block_length}.")
-        if s.steps % s.num_blocks:
-            raise ValueError(
-                f"steps={s.steps} must be divisible by the number of blocks gen_length/block_length={s.num_blocks} "
-                "(LLaDA counts steps over all blocks)."
-            )
-        if s.remasking not in ("low_confidence", "random"):
-            raise ValueError(f"remasking must be 'low_confidence' or 'random', got {s.remasking!r}.")
-        if s.kv_cache not in (None, "prefix", "dual"):
-            raise ValueError(f"kv_cache must be None, 'prefix' or 'dual', got {s.kv_cache!r}.")
-        if s.threshold is not None and not 0.0 < s.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {s.threshold!r}.")
-        if s.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {s.temperature!r}.")
-
     @torch.no_grad()
     def generate(
         self,
-        input_features: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        decoding: str | None = None,
-        steps: int | None = None,
-        gen_length: int | None = None,
-        block_length: int | None = None,
-        temperature: float | None = None,
-        remasking: str | None = None,
-        threshold: float | None = None,
-        kv_cache: str | None = None,
-        early_stop: bool = False,
-        generator: torch.Generator | None = None,
-        encoder_outputs: torch.Tensor | None = None,
-        **unused: Any,
+        input_features: torch.Tensor | None = None,  # (B, n_mels, 3000)
+        attention_mask: torch.Tensor | None = None,  # (B, 3000) mel-frame mask, or (B, P) with inputs_embeds
+        inputs_embeds: torch.Tensor | None = None,  # (B, P, d) a prefix built by the caller (no audio)
+        encoder_outputs: torch.Tensor | None = None,  # (B, T, d_enc) precomputed encoder frames
+        generation_config: GenerationConfig | None = None,
+        **kwargs: Any,
     ) -> torch.LongTensor:
-        """Transcribes by masked diffusion; returns the generated ids (B, gen_length).
+        """Transcribes: builds the speech prefix and hands off to the decoder's `generate`; returns the answer ids.
 
-        `decoding` picks a preset: "A" (1 step), "B" (8 steps), "C" (8 steps x 16 blocks); explicit `steps`,
-        `gen_length`, `block_length` override it. At temperature 0 with the defaults the tokens are exactly those of
-        LLaDA's reference sampler. `threshold`, `kv_cache` and `early_stop` are opt-in approximations (Fast-dLLM-style
-        parallel decoding and caching, stopping after EOS).
-
-        A causal decoder (`config.decoder_type == "causal"`) decodes greedily (or with `num_beams`) up to `gen_length`
-        (or `max_new_tokens`) new tokens; the diffusion settings are rejected for it."""
-        if self.config.decoder_type == "causal":
-            diffusion = dict(decoding=decoding, steps=steps, block_length=block_length, remasking=remasking,
-                             threshold=threshold, kv_cache=kv_cache, early_stop=early_stop or None,
-                             temperature=temperature or None, generator=generator)
-            given = sorted(name for name, value in diffusion.items() if value is not None)
-            if given:
-                raise ValueError(
-                    f"{', '.join(given)}: masked-diffusion decoding settings do not apply to this model, whose decoder "
-                    "is causal (autoregressive); use gen_length (or max_new_tokens) and num_beams."
-                )
-            prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
-            max_new_tokens = unused.get("max_new_tokens") or gen_length or getattr(self.generation_config, "gen_length",
-                                                                                   self.config.gen_length)
-            return self._causal_generate(prefix, prefix_mask, max_new_tokens, unused.get("num_beams") or 1)
-        if unused.get("num_beams", 1) not in (None, 1):
-            raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")
-        settings = self.decoding_settings(
-            decoding,
-            steps=steps,
-            gen_length=gen_length,
-            block_length=block_length,
-            temperature=temperature,
-            remasking=remasking,
-            threshold=threshold,
-            kv_cache=kv_cache,
-            early_stop=early_stop or None,
-        )
+        A LLaDA decoder runs LLaDA's sampler (`generation_llada.py`): `decoding="A"|"B"|"C"` picks a preset and
+        `steps`, `gen_length`, `block_length`, `temperature`, `remasking`, `threshold`, `kv_cache`, `early_stop`,
+        `generator` override it; (B, gen_length) ids. A causal decoder runs transformers' `generate`
+        (`max_new_tokens`, `num_beams`, ...). Unknown arguments raise an error naming them."""
         prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
-        return self.diffusion_sample(prefix, prefix_mask, settings, generator=generator)
-
-    def _causal_generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_new_tokens: int,
-                         num_beams: int = 1) -> torch.LongTensor:
-        """transformers' generation on the left-padded prefix embeddings (greedy or beam search, KV cache); returns
-        the new token ids (B, T <= max_new_tokens), rows that stopped early padded with EOS."""
-        eos = self.config.eos_token_id
-        stop_ids = [eos] + [i for i in (self.config.eot_token_id,) if i is not None and i != eos]
-        return self.decoder.generate(
-            inputs_embeds=prefix,
-            attention_mask=prefix_mask,
-            max_new_tokens=int(max_new_tokens),
-            do_sample=False,
-            num_beams=int(num_beams),
-            eos_token_id=stop_ids,
-            pad_token_id=eos,
-        )
-
-    def diffusion_sample(
-        self,
-        prefix: torch.Tensor,  # (B, P, d) left-padded prefix embeddings
-        prefix_mask: torch.Tensor,  # (B, P)
-        s: DecodingSettings,
-        generator: torch.Generator | None = None,
-    ) -> torch.LongTensor:
-        """LLaDA's semi-autoregressive low-confidence remasking, one clear loop over blocks and steps."""
-        batch, width = prefix.shape[:2]
-        device, mask_id = prefix.device, self.config.mask_token_id
-        answer = torch.full((batch, s.gen_length), mask_id, dtype=torch.long, device=device)
-        full_mask = torch.cat((prefix_mask, torch.ones_like(answer)), dim=1)
-        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-        key_mask = None if bool(prefix_mask.all()) else full_mask  # no padding: let SDPA take its fastest path
-        rows = torch.arange(batch, device=device)  # rows still decoding (shrinks with early_stop)
-        out = answer.clone() if s.early_stop else answer
-
-        for block in range(s.num_blocks):
-            start, end = block * s.block_length, (block + 1) * s.block_length
-            cache = None
-            for step, n_commit in enumerate(num_transfer_schedule(s.block_length, s.steps_per_block)):
-                if n_commit == 0 and s.threshold is None:
-                    continue  # more steps than tokens in the block: the reference's step commits nothing
-                candidates = answer[:, start:end] == mask_id  # (b, block_length)
-                if (s.early_stop or s.threshold is not None) and not bool(candidates.any()):
-                    break  # approximate modes: this block is already complete
-                logits, cache = self._block_logits(prefix, answer, full_mask if key_mask is not None else None,
-                                                   positions, start, end, s, cache)
-                predicted, confidence = self._predict(logits, s, generator)
-                commit = self._select(confidence, candidates, n_commit, s.threshold)
-                answer[:, start:end] = torch.where(commit, predicted, answer[:, start:end])
-                if s.early_stop:
-                    answer = self._fill_after_eos(answer)
-                    done = ~(answer == mask_id).any(-1)
-                    if bool(done.any()):  # finished rows leave the batch: write them out, keep the rest
-                        out[rows[done]] = answer[done]
-                        keep = ~done
-                        rows, answer, prefix = rows[keep], answer[keep], prefix[keep]
-                        full_mask, positions = full_mask[keep], positions[keep]
-                        key_mask = None if key_mask is None else full_mask
-                        cache = None if cache is None else [(k[keep], v[keep]) for k, v in cache]
-                        if rows.numel() == 0:
-                            return out
-        if s.early_stop:
-            out[rows] = answer
-            return out
-        return answer
-
-    def _block_logits(self, prefix, answer, key_mask, positions, start, end, s: DecodingSettings, cache):
-        """Logits of the current block's positions. Exact mode: a full forward each step. With `kv_cache`, the first
-        step of a block refreshes the cache with a full forward; later steps recompute only [block start, end of
-        sequence) ("prefix") or only the block ("dual") and read the other keys/values from the cache."""
-        width = prefix.shape[1]
-        embed = self.decoder.get_input_embeddings()
-        if s.kv_cache is None or cache is None:
-            out = self.decoder(
-                inputs_embeds=torch.cat((prefix, embed(answer)), dim=1),
-                attention_mask=key_mask,
-                position_ids=positions,
-                logits_positions=slice(width + start, width + end),
-                return_key_values=s.kv_cache is not None,
-            )
-            return out.logits, out.key_values
-        window_end = end if s.kv_cache == "dual" else answer.shape[1]
-        out = self.decoder(
-            inputs_embeds=embed(answer[:, start:window_end]),
-            attention_mask=key_mask,
-            position_ids=positions[:, width + start : width + window_end],
-            logits_positions=slice(0, end - start),
-            cached_key_values=cache,
-            cache_start=width + start,
-        )
-        return out.logits, cache
-
-    def _predict(self, logits: torch.Tensor, s: DecodingSettings, generator=None):
-        """x0 = argmax (with Gumbel noise if temperature > 0) and its confidence, as LLaDA computes them.
-
-        One deliberate difference: the mask token itself is never predicted (LLaDA's sampler may "commit" [MASK],
-        leaving the position masked); confidences are still the reference's softmax over the full vocabulary."""
-        scores = add_gumbel_noise(logits, s.temperature, generator)
-        scores = scores.index_fill(-1, torch.tensor([self.config.mask_token_id], device=logits.device), -math.inf)
-        predicted = scores.argmax(-1)
-        if s.remasking == "low_confidence":
-            confidence = _argmax_probability(logits, predicted)
-        else:
-            confidence = torch.rand(predicted.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        return predicted, confidence
-
-    @staticmethod
-    def _select(confidence, candidates, n_commit: int, threshold: float | None):
-        """Vectorised top-k commit: the n_commit most confident masked positions of each row (plus, with a threshold,
-        every masked position at least that confident)."""
-        confidence = confidence.masked_fill(~candidates, -math.inf)
-        top = confidence.topk(n_commit, dim=-1).indices
-        commit = torch.zeros_like(candidates).scatter_(-1, top, True) & candidates
-        if threshold is not None:
-            commit |= candidates & (confidence >= threshold)
-        return commit
-
-    def _fill_after_eos(self, answer: torch.Tensor) -> torch.Tensor:
-        after_eos = (answer == self.config.eos_token_id).cumsum(-1) > 0
-        return answer.masked_fill(after_eos, self.config.eos_token_id)
+        return self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask,
+                                     generation_config=copy.deepcopy(generation_config or self.generation_config),
+                                     **kwargs)
 
 
 def _merge_lora_weights(model: nn.Module, weights: dict[str, torch.Tensor], lora: dict | None) -> dict[str, torch.Tensor]:
@@ -999,17 +613,6 @@ def _merge_lora_weights(model: nn.Module, weights: dict[str, torch.Tensor], lora
     return remaining
 
 
-def _argmax_probability(logits: torch.Tensor, predicted: torch.Tensor, max_elements: int = 2**27) -> torch.Tensor:
-    """softmax(logits in float64)[predicted], as LLaDA computes confidences, in row chunks of at most
-    `max_elements` float64 values (1 GiB) so that a large batch x block x vocabulary never materialises at once."""
-    rows = max(1, max_elements // max(1, logits[0].numel()))
-    parts = [
-        torch.softmax(chunk.to(torch.float64), dim=-1).gather(-1, ids[..., None]).squeeze(-1)
-        for chunk, ids in zip(logits.split(rows), predicted.split(rows))
-    ]
-    return torch.cat(parts)
-
-
 def _load_safetensors_weights(name_or_path, hub_kwargs: dict) -> dict[str, torch.Tensor]:
     """The weights stored in a (possibly sharded) safetensors checkpoint, local or on the Hub."""
     import json
@@ -1028,68 +631,14 @@ def _load_safetensors_weights(name_or_path, hub_kwargs: dict) -> dict[str, torch
     return weights
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Pipeline
-# ----------------------------------------------------------------------------------------------------------------------
+def make_readable(directory) -> None:
+    """safetensors writes through a private temporary file (mode 0600): give every file the mode the umask allows
+    for a new file (usually 0644), so that a shared or uploaded checkpoint can be read by others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, 0o666 & ~umask)
 
 
-class WhisperLladaASRPipeline(Pipeline):
-    """`pipeline("automatic-speech-recognition", model=..., trust_remote_code=True)` for whisper-llada.
-
-    Inputs: a file path, raw bytes, a 16 kHz numpy array, or `{"raw" | "array": ndarray, "sampling_rate": int}` at any
-    rate (resampled with soxr; stereo is downmixed). `generate_kwargs` (decoding, steps, block_length, ...) are passed
-    to `model.generate`. Audio is read with soundfile, so neither ffmpeg nor torchaudio is needed."""
-
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = True
-    _load_tokenizer = True
-
-    def _sanitize_parameters(self, generate_kwargs=None, **kwargs):
-        forward = dict(generate_kwargs or {})
-        for key in ("decoding", "steps", "gen_length", "block_length", "temperature", "remasking", "threshold",
-                    "kv_cache", "early_stop"):
-            if key in kwargs:
-                forward[key] = kwargs.pop(key)
-        return {}, {"generate_kwargs": forward}, {}
-
-    def preprocess(self, inputs):
-        sampling_rate = self.feature_extractor.sampling_rate
-        audio = load_audio(inputs, sampling_rate)
-        max_seconds = self.feature_extractor.n_samples / sampling_rate
-        if len(audio) > self.feature_extractor.n_samples:
-            raise ValueError(
-                f"Audio is {len(audio) / sampling_rate:.1f} s long; the Whisper encoder sees at most {max_seconds:.0f} s. "
-                "Split it into shorter segments."
-            )
-        features = self.feature_extractor(
-            audio, sampling_rate=sampling_rate, return_attention_mask=True, return_tensors="pt"
-        )
-        return {"input_features": features.input_features, "attention_mask": features.attention_mask}
-
-    def _forward(self, model_inputs, generate_kwargs=None):
-        generate_kwargs = dict(generate_kwargs or {})
-        if self.model.config.decoder_type != "causal":
-            for key in ("max_new_tokens", "num_beams"):  # injected by transformers for seq2seq models; not used here
-                generate_kwargs.pop(key, None)
-        features = model_inputs["input_features"].to(self.model.device, self.model.encoder.dtype)
-        ids = self.model.generate(
-            input_features=features, attention_mask=model_inputs["attention_mask"].to(self.model.device), **generate_kwargs
-        )
-        return {"ids": ids}
-
-    def postprocess(self, model_outputs):
-        c = self.model.config
-        text = decode_transcript(
-            self.tokenizer, model_outputs["ids"][0].tolist(), {c.eos_token_id, c.eot_token_id}, {c.mask_token_id, c.pad_token_id}
-        )
-        return {"text": text}
-
-
-__all__ = [
-    "LladaForMaskedDiffusion",
-    "WhisperLladaProjector",
-    "WhisperLladaForConditionalGeneration",
-    "WhisperLladaASRPipeline",
-    "num_transfer_schedule",
-]
+__all__ = ["WhisperLladaProjector", "WhisperLladaForConditionalGeneration", "make_readable"]

@@ -98,7 +98,12 @@ def _read_audio_file(source, name: str) -> tuple[np.ndarray, int, str]:
     return data.mean(axis=1), rate, name
 
 
+MAX_CHANNELS = 8  # a 2-D array is (samples, channels) or (channels, samples) with at most this many channels
+
+
 def _as_mono(array: Any, name: str) -> np.ndarray:
+    """A waveform array as mono float32: 1-D as is; 2-D (samples, channels) or (channels, samples) averaged over the
+    channel axis, the short one, which must have at most `MAX_CHANNELS` entries (a batch is a list of arrays)."""
     if torch.is_tensor(array):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
@@ -107,6 +112,12 @@ def _as_mono(array: Any, name: str) -> np.ndarray:
     elif array.dtype.kind != "f":
         raise AudioInputError(f"Audio {name} must be a float (or integer PCM) waveform, got dtype {array.dtype}.")
     if array.ndim == 2:  # (channels, samples) or (samples, channels): average over the short axis
+        if min(array.shape) > MAX_CHANNELS:
+            raise AudioInputError(
+                f"Audio {name} has shape {tuple(array.shape)}: a 2-D array is read as one multi-channel clip, "
+                f"(samples, channels) or (channels, samples) with at most {MAX_CHANNELS} channels. To pass a batch, "
+                "give a list of 1-D arrays."
+            )
         array = array.mean(axis=0 if array.shape[0] < array.shape[1] else 1)
     elif array.ndim != 1:
         raise AudioInputError(f"Audio {name} must be 1-D (mono) or 2-D (multi-channel), got shape {array.shape}.")
@@ -201,9 +212,8 @@ class WhisperLladaProcessor(ProcessorMixin):
     def extract_features(self, audio, sampling_rate: int | None = None) -> BatchFeature:
         fe = self.feature_extractor
         rate = sampling_rate or fe.sampling_rate
-        single = isinstance(audio, (str, os.PathLike, bytes, dict)) or (
-            isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 1
-        )
+        # one array is one clip (a 2-D array is multi-channel and downmixed, as the pipeline does); a batch is a list
+        single = isinstance(audio, (str, os.PathLike, bytes, bytearray, dict, np.ndarray, torch.Tensor))
         items = [audio] if single else list(audio)
         waves = []
         for index, item in enumerate(items):
@@ -270,4 +280,42 @@ def build_llada_style_tokenizer(tokenizer_file: str):
     return tokenizer
 
 
-__all__ = ["WhisperLladaProcessor", "load_audio", "build_llada_style_tokenizer", "AudioInputError"]
+# ChatML (SmolLM2, Qwen, ...) without a default system message: the user turn, then the assistant header.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def mask_predictor_tokenizer(tokenizer, mask_token_id: int, mask_token: str = "<|mdm_mask|>", chat_template=None):
+    """A causal LM's fast tokenizer made fit for a masked-diffusion decoder converted from that LM: the unused special
+    token `mask_token_id` (e.g. one of SmolLM2's code/Jupyter tokens, ids 3-16) is renamed `<|mdm_mask|>`, so the
+    vocabulary (and the embedding matrix) keep their size. `chat_template` replaces the tokenizer's (default: keep it)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    entry = next((t for t in state["added_tokens"] if t["id"] == mask_token_id), None)
+    if entry is None or not entry.get("special"):
+        raise ValueError(f"Token id {mask_token_id} is not a special token of this tokenizer: pick an unused special id.")
+    old = entry["content"]
+    entry["content"] = mask_token
+    vocab = state["model"].get("vocab")
+    if isinstance(vocab, dict) and vocab.get(old) == mask_token_id:
+        del vocab[old]
+        vocab[mask_token] = mask_token_id
+    converted = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token or tokenizer.eos_token,
+        unk_token=tokenizer.unk_token,
+    )
+    converted.chat_template = chat_template or tokenizer.chat_template
+    if converted.convert_tokens_to_ids(mask_token) != mask_token_id:
+        raise ValueError(f"Renaming token {mask_token_id} ({old!r}) to {mask_token!r} failed.")
+    return converted
+
+
+__all__ = ["WhisperLladaProcessor", "load_audio", "build_llada_style_tokenizer", "mask_predictor_tokenizer",
+           "AudioInputError", "CHATML_TEMPLATE"]
