@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Two checks behind the numbers in demo/README.md and BENCHMARKS.md.
 
-    python demo/diagnostics.py loss-curve RUN_OUTPUT_DIR --output demo/loss_curve.png
-        Training and validation loss of a train_hf.py run (the `log_history` of its latest checkpoint's
-        trainer_state.json) as a PNG (needs matplotlib).
+    python demo/diagnostics.py loss-curve RUN_OUTPUT_DIR [...] --output demo/loss_curve.png [--titles ...]
+        Training and validation loss of train_hf.py runs (the `log_history` of each one's latest trainer_state.json),
+        one panel per run, as a PNG (needs matplotlib).
 
     python demo/diagnostics.py join-clips demo/audio/manifest.jsonl --per 5 --output outputs/longform/joined.jsonl
         Long-form test audio: each run of --per consecutive utterances of one speaker joined end to end (no silence
@@ -46,27 +46,29 @@ def latest_trainer_state(run_dir: Path) -> Path:
     return candidates[0]
 
 
-def loss_curve(run_dir: Path, output: Path) -> dict:
+def loss_curve(run_dirs: list[Path], output: Path, titles: list[str] | None = None) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = json.loads(latest_trainer_state(run_dir).read_text())["log_history"]
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    valid = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(*zip(*train), label="training loss (every 10 steps)")
-    if valid:
-        ax.plot(*zip(*valid), "o-", label="validation loss (training speakers, held-out utterances)")
-    ax.set_xlabel("step (batch 16)")
-    ax.set_ylabel("masked-diffusion loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(5.5 * len(run_dirs), 4), squeeze=False)
+    points = []
+    for index, (run_dir, ax) in enumerate(zip(run_dirs, axes[0])):
+        history = json.loads(latest_trainer_state(run_dir).read_text())["log_history"]
+        train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+        valid = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+        ax.plot(*zip(*train), label="training loss")
+        if valid:
+            ax.plot(*zip(*valid), "o-", label="validation loss (training speakers' held-out utterances)")
+        ax.set_title(titles[index] if titles and index < len(titles) else str(run_dir), fontsize=9)
+        ax.set_xlabel("step (batch 16)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        points.append({"run": str(run_dir), "train": train, "valid": valid})
     fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    return {"train": train, "valid": valid}
+    fig.savefig(output, dpi=100)
+    return points
 
 
 @torch.no_grad()
@@ -156,8 +158,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     curve = commands.add_parser("loss-curve")
-    curve.add_argument("run_dir", type=Path)
+    curve.add_argument("run_dir", type=Path, nargs="+")
     curve.add_argument("--output", type=Path, required=True)
+    curve.add_argument("--titles", nargs="+", default=None)
     join = commands.add_parser("join-clips")
     join.add_argument("manifest")
     join.add_argument("--per", type=int, default=5)
@@ -174,9 +177,9 @@ def main(argv=None) -> int:
     check.add_argument("--limit", type=int, default=None, help="only the first N utterances of each manifest")
     args = parser.parse_args(argv)
     if args.command == "loss-curve":
-        points = loss_curve(args.run_dir, args.output)
-        print(json.dumps({"output": str(args.output), "last_train": points["train"][-1],
-                          "valid": points["valid"]}))
+        for run in loss_curve(args.run_dir, args.output, args.titles):
+            print(json.dumps({"run": run["run"], "first_train": run["train"][0], "last_train": run["train"][-1],
+                              "valid": run["valid"]}))
     elif args.command == "longform-whisper":
         print(json.dumps(longform_whisper(args.whisper_dir, args.joined, args.single, args.chunk_length_s)))
     elif args.command == "join-clips":

@@ -6,8 +6,8 @@
                        -> processor.batch_decode, windows joined per audio
 
 Long audio. Whisper's seq2seq chunking merges overlapping windows by their timestamp/token alignment; a masked-diffusion
-decoder has no timestamps, so windows here do not overlap. Each window ends at the quietest point (a pause, found on
-the smoothed frame energy) within its last `stride_length_s` seconds, so no word is cut in two, decoded twice or
+decoder has no timestamps, so windows here do not overlap. Each window ends in the quietest 300 ms (a pause, found
+on the smoothed frame energy) within its last `stride_length_s` seconds, so no word is cut in two, decoded twice or
 dropped; the window texts are joined with a space. Audio up to the encoder's 30 s window is one window.
 """
 
@@ -42,9 +42,9 @@ def split_long_audio(
     max_length_s: float = 30.0,
 ) -> list[tuple[int, int]]:
     """(start, end) sample ranges that cover `wave` without overlap, each at most `chunk_length_s` long (default: the
-    whole audio if it fits `max_length_s`, else `DEFAULT_CHUNK_LENGTH_S`). Every cut is placed at the quietest
-    100 ms stretch (mean energy of 20 ms frames) within the last `stride_length_s` seconds of its window (default
-    chunk_length_s / 6), i.e. in a pause when there is one."""
+    whole audio if it fits `max_length_s`, else `DEFAULT_CHUNK_LENGTH_S`). Every cut is placed in the quietest 300 ms
+    stretch (mean energy of 20 ms frames) within the last `stride_length_s` seconds of its window (default
+    chunk_length_s / 3), at its quietest 20 ms frame: in the longest pause there, when there is one."""
     total = len(wave)
     if chunk_length_s is None:
         if total <= max_length_s * sampling_rate:
@@ -52,17 +52,19 @@ def split_long_audio(
         chunk_length_s = DEFAULT_CHUNK_LENGTH_S
     if not 0 < chunk_length_s <= max_length_s:
         raise ValueError(f"chunk_length_s must be in (0, {max_length_s:g}] (the encoder's window), got {chunk_length_s!r}.")
-    stride_length_s = chunk_length_s / 6 if stride_length_s is None else stride_length_s
+    stride_length_s = chunk_length_s / 3 if stride_length_s is None else stride_length_s
     if not 0 < stride_length_s < chunk_length_s:
         raise ValueError(f"stride_length_s must be in (0, chunk_length_s={chunk_length_s:g}), got {stride_length_s!r}.")
     chunk, search = int(chunk_length_s * sampling_rate), int(stride_length_s * sampling_rate)
     frame = max(1, sampling_rate // 50)  # 20 ms
     energy = np.square(wave[: total - total % frame].astype(np.float64)).reshape(-1, frame).mean(1)
-    smooth = np.convolve(energy, np.ones(5) / 5, mode="same")  # 100 ms
+    smooth = np.convolve(energy, np.ones(15) / 15, mode="same")  # 300 ms: pauses between phrases, not stop consonants
     ranges, start = [], 0
     while total - start > chunk:
         lo, hi = (start + chunk - search) // frame, (start + chunk) // frame  # frames the cut may fall in
-        cut = (lo + int(np.argmin(smooth[lo:hi]))) * frame + frame // 2
+        pause = lo + int(np.argmin(smooth[lo:hi]))  # the quietest 300 ms ...
+        a, b = max(lo, pause - 7), min(hi, pause + 8)
+        cut = (a + int(np.argmin(energy[a:b]))) * frame + frame // 2  # ... and its quietest 20 ms frame
         ranges.append((start, cut))
         start = cut
     ranges.append((start, total))
