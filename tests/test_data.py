@@ -493,3 +493,32 @@ def test_filter_records_on_real_data(libri: Path):
 def test_normalize_transcript():
     assert wd.normalize_transcript("  I DON'T  DARE\tHE ECHOED\n") == "i don't dare he echoed"
     assert wd.normalize_transcript("") == ""
+
+
+def test_librispeech_scanner_reads_opus_ogg_and_wav(tmp_path):
+    """The LibriSpeech layout with .opus / .ogg / .wav audio next to the transcripts (not only .flac)."""
+    import soundfile
+
+    chapter = tmp_path / "split" / "19" / "198"
+    chapter.mkdir(parents=True)
+    tone = (0.1 * np.sin(np.arange(16000) / 8.0)).astype(np.float32)
+    formats = {"19-198-0000": ("flac", "FLAC", None), "19-198-0001": ("wav", "WAV", None),
+               "19-198-0002": ("ogg", "OGG", "VORBIS"), "19-198-0003": ("opus", "OGG", "OPUS")}
+    for key, (ext, container, codec) in formats.items():
+        soundfile.write(str(chapter / f"{key}.{ext}"), tone, 16000, format=container, subtype=codec)
+    (chapter / "19-198.trans.txt").write_text("".join(f"{key} WORDS OF {key[-1]}\n" for key in formats))
+    records = wd.scan_librispeech(tmp_path / "split")
+    assert [Path(r["audio"]).suffix for r in records] == [".flac", ".wav", ".ogg", ".opus"]
+    assert all(abs(r["duration"] - 1.0) < 0.01 for r in records)
+    assert len(wd.load_audio(records[3]["audio"], 16000)) == pytest.approx(16000, abs=400)
+    (chapter / "19-198-0001.wav").unlink()
+    with pytest.raises(wd.DataError, match=r"19-198-0001: listed in 19-198.trans.txt but no audio file"):
+        wd.scan_librispeech(tmp_path / "split")
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "LibriSpeech-opus").exists(),
+                    reason="../shared/data/LibriSpeech-opus not available")
+def test_scanner_reads_the_shared_opus_training_audio():
+    opus = SHARED / "data" / "LibriSpeech-opus" / "train-clean-100"
+    records = wd.scan_librispeech(opus)
+    assert len(records) == 329 and all(r["audio"].endswith(".opus") for r in records)
