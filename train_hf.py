@@ -327,7 +327,7 @@ def build_processor_for_scratch(model_args: ModelArguments) -> WhisperLladaProce
 def build_processor_for_pretrained(model_args: ModelArguments) -> WhisperLladaProcessor:
     """The decoder's own tokenizer (a GGUF file's too); for a decoder converted from a causal LM, with the mask token
     (`mask_predictor_tokenizer`); `--chat_template chatml` swaps in ChatML without a system message."""
-    from modeling_whisper_llada import resolve_model_path
+    from modeling_llada import resolve_model_path
     from processing_whisper_llada import CHATML_TEMPLATE, mask_predictor_tokenizer
 
     source = resolve_model_path(model_args.tokenizer_name_or_path or model_args.decoder_name_or_path)

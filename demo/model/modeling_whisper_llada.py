@@ -631,14 +631,36 @@ def _load_safetensors_weights(name_or_path, hub_kwargs: dict) -> dict[str, torch
     return weights
 
 
-def make_readable(directory) -> None:
-    """safetensors writes through a private temporary file (mode 0600): give every file the mode the umask allows
-    for a new file (usually 0644), so that a shared or uploaded checkpoint can be read by others."""
+def make_readable(directory, recursive: bool = False) -> None:
+    """Give the files in ``directory`` (and the directory itself) the permissions a
+    plain ``open()`` would have given them: ``0o666 & ~umask`` for files,
+    ``0o777 & ~umask`` for directories (bits are only added, never removed).
+
+    safetensors (and ``tempfile``) write through private temporary files, so
+    e.g. ``model.safetensors`` ends up mode 0600 while the files next to it
+    are 0644; a checkpoint that is shared or uploaded must be readable like
+    the rest. Symbolic links are left alone; ``recursive`` descends into
+    sub-directories.
+    """
     umask = os.umask(0)
     os.umask(umask)
-    for entry in os.scandir(directory):
-        if entry.is_file(follow_symlinks=False):
-            os.chmod(entry.path, 0o666 & ~umask)
+    file_bits, dir_bits = 0o666 & ~umask, 0o777 & ~umask
+
+    def fix(path: str, bits: int) -> None:
+        mode = os.lstat(path).st_mode & 0o7777
+        if mode | bits != mode:
+            os.chmod(path, mode | bits)
+
+    root = os.fspath(directory)
+    fix(root, dir_bits)
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            if entry.is_file():
+                fix(entry.path, file_bits)
+            elif entry.is_dir() and recursive:
+                make_readable(entry.path, recursive=True)
 
 
 __all__ = ["WhisperLladaProjector", "WhisperLladaForConditionalGeneration", "make_readable"]
