@@ -728,6 +728,27 @@ class WhisperLladaTrainer(Trainer):
         )
         return self.optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        """The Trainer's loss; the auxiliary CTC loss, when there is one, is averaged on the side and logged as
+        `ctc_loss` (training) or `eval_ctc_loss` (evaluation) next to the total."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        ctc = outputs.get("ctc_loss") if isinstance(outputs, dict) else getattr(outputs, "ctc_loss", None)
+        if ctc is not None:
+            sums = self.__dict__.setdefault("_ctc_sums", {})
+            total, count = sums.get(model.training, (0.0, 0))
+            sums[model.training] = (total + float(ctc.detach()), count + 1)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        sums = self.__dict__.get("_ctc_sums", {})
+        for training, key in ((True, "loss"), (False, "eval_loss")):
+            total, count = sums.pop(training, (0.0, 0))
+            if count and key in logs:
+                logs[("" if training else "eval_") + "ctc_loss"] = round(total / count, 4)
+            elif count:
+                sums[training] = (total, count)
+        super().log(logs, *args, **kwargs)
+
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:

@@ -27,7 +27,11 @@ Records come from three kinds of places, all reachable through
     python whisper_llada_data.py create-manifest DIR [DIR ...] --output OUT.jsonl \\
         [--include-speakers ID ...] [--exclude-speakers ID ...] [--speakers-out FILE]
 
-builds one from LibriSpeech directories, optionally holding out whole speakers.
+builds one from LibriSpeech directories, optionally holding out whole speakers;
+
+    python whisper_llada_data.py train-tokenizer TRAIN.jsonl [...] --vocab-size 1024 -o tokenizer.json
+
+trains a small byte-level BPE on their transcripts for a decoder trained from scratch (``train_bpe_tokenizer``).
 
 Errors are raised as subclasses of ``DataError`` (itself a ``ValueError``) with
 one message that names the offending file (or ``<bytes>``) and the problem.
@@ -43,7 +47,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, TypedDict, Union
 
@@ -671,6 +675,43 @@ def filter_records(
     return generate()
 
 
+# --------------------------------------------------------------------------- tokenizer
+
+
+def train_bpe_tokenizer(manifests: Sequence[str], output: str, vocab_size: int = 1024) -> int:
+    """Train a small byte-level BPE tokenizer on the training targets of NeMo manifests and write its
+    ``tokenizer.json`` to ``output`` (atomically). Returns the vocabulary size.
+
+    The targets are the manifests' transcripts as training uses them (``normalize_transcript``). Byte-level BPE
+    covers any text, so words the manifests never saw still tokenize. The vocabulary holds ``<|endoftext|>`` (EOS
+    and padding for ``processing_whisper_llada.build_llada_style_tokenizer``) and ``<|ctc_blank|>`` (a token no text
+    produces: the blank of the auxiliary CTC loss, ``--ctc_blank_id``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < 300:
+        raise DataError(f"vocab_size must be at least 300 (256 bytes + specials + merges), got {vocab_size}")
+    texts: list[str] = []
+    for manifest in manifests:
+        for record in read_manifest(manifest):
+            texts.append(normalize_transcript(record["text"]))
+    if not texts:
+        raise DataError(f"{', '.join(manifests)}: no transcripts to train a tokenizer on")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|ctc_blank|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    out = Path(output).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tokenizer.save(str(tmp))
+    os.replace(tmp, out)
+    return tokenizer.get_vocab_size()
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -713,7 +754,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     create.add_argument("--holdout-every", type=int, metavar="N",
                         help="put every N-th utterance (by key) in --holdout-output instead (a validation set)")
     create.add_argument("--holdout-output", metavar="VAL.jsonl", help="manifest of the held-out utterances")
+    train_tok = commands.add_parser(
+        "train-tokenizer",
+        help="train a small byte-level BPE tokenizer (tokenizer.json) on manifests' transcripts",
+        description="Train a byte-level BPE tokenizer on the lower-cased transcripts of NeMo manifests, for a "
+        "decoder trained from scratch (train_hf.py --tokenizer_file).",
+    )
+    train_tok.add_argument("manifests", nargs="+", metavar="MANIFEST.jsonl")
+    train_tok.add_argument("--output", "-o", required=True, metavar="tokenizer.json")
+    train_tok.add_argument("--vocab-size", type=int, default=1024)
     args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train-tokenizer":
+        try:
+            size = train_bpe_tokenizer(args.manifests, args.output, args.vocab_size)
+        except DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        logger.info("wrote %s: %d tokens", args.output, size)
+        return 0
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -20,6 +20,11 @@
         Does the model use the speech? The masked-diffusion loss of each utterance with its own audio vs with another
         utterance's audio (the next one in the manifest), with the same masks (same seeds), averaged over --seeds
         seeds. A model that transcribes has a much lower loss with its own audio.
+
+    python demo/diagnostics.py speech-ctc --model M --data runs/demo-bpe/val.jsonl
+        What the speech embeddings say, read as tokens the way the auxiliary CTC loss reads them (logits = speech @
+        token embeddings^T, greedy: repeats merged, blanks dropped), scored with WER like eval_hf.py. Separates "the
+        speech embeddings carry the words" from "the decoder reads them".
 """
 
 from __future__ import annotations
@@ -61,8 +66,14 @@ def loss_curve(run_dirs: list[Path], output: Path, titles: list[str] | None = No
         ax.plot(*zip(*train), label="training loss")
         if valid:
             ax.plot(*zip(*valid), "o-", label="validation loss (training speakers' held-out utterances)")
+        ctc = [(h["step"], h["ctc_loss"]) for h in history if "ctc_loss" in h]
+        ctc_valid = [(h["step"], h["eval_ctc_loss"]) for h in history if "eval_ctc_loss" in h]
+        if ctc:
+            ax.plot(*zip(*ctc), ":", label="auxiliary CTC loss (training)")
+        if ctc_valid:
+            ax.plot(*zip(*ctc_valid), "s:", label="auxiliary CTC loss (validation)")
         ax.set_title(titles[index] if titles and index < len(titles) else str(run_dir), fontsize=9)
-        ax.set_xlabel("step (batch 16)")
+        ax.set_xlabel(f"step (batch {json.loads(latest_trainer_state(run_dir).read_text()).get('train_batch_size', '?')})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         points.append({"run": str(run_dir), "train": train, "valid": valid})
@@ -97,6 +108,34 @@ def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> 
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {"utterances": len(records), "seeds": seeds, "own_audio_loss": mean(own), "other_audio_loss": mean(other),
             "ratio": mean(other) / mean(own)}
+
+
+@torch.no_grad()
+def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int = 8) -> dict:
+    from transformers import AutoModel, AutoProcessor
+
+    from text_normalization import wer_percent
+
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    blank = model.config.ctc_blank_id
+    if blank is None:
+        raise SystemExit(f"error: {model_dir} was not trained with an auxiliary CTC loss (config.ctc_blank_id is None)")
+    table = model.decoder.get_input_embeddings().weight
+    records = wld.read_manifest(manifest)[:limit]
+    rate = processor.feature_extractor.sampling_rate
+    hypotheses = []
+    for first in range(0, len(records), batch_size):
+        part = records[first : first + batch_size]
+        features = processor(audio=[wld.load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
+        speech, lengths = model.embed_speech(features["input_features"], features["attention_mask"])
+        best = (speech @ table.to(speech.dtype).T).argmax(-1)  # (B, S)
+        for row, n in zip(best, lengths.tolist()):
+            ids = torch.unique_consecutive(row[:n]).tolist()
+            hypotheses.append(processor.tokenizer.decode([i for i in ids if i != blank], skip_special_tokens=True))
+    references = [r["text"] for r in records]
+    return {"utterances": len(records), "wer": wer_percent(references, hypotheses),
+            "examples": [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:2]]}
 
 
 def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
@@ -175,8 +214,15 @@ def main(argv=None) -> int:
     check.add_argument("--data", nargs="+", required=True, help="one or more manifests, each reported on its own")
     check.add_argument("--seeds", type=int, default=6)
     check.add_argument("--limit", type=int, default=None, help="only the first N utterances of each manifest")
+    reading = commands.add_parser("speech-ctc")
+    reading.add_argument("--model", required=True)
+    reading.add_argument("--data", nargs="+", required=True)
+    reading.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
-    if args.command == "loss-curve":
+    if args.command == "speech-ctc":
+        for manifest in args.data:
+            print(json.dumps({"data": manifest, **speech_ctc(args.model, manifest, args.limit)}))
+    elif args.command == "loss-curve":
         for run in loss_curve(args.run_dir, args.output, args.titles):
             print(json.dumps({"run": run["run"], "first_train": run["train"][0], "last_train": run["train"][-1],
                               "valid": run["valid"]}))

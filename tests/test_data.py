@@ -522,3 +522,36 @@ def test_scanner_reads_the_shared_opus_training_audio():
     opus = SHARED / "data" / "LibriSpeech-opus" / "train-clean-100"
     records = wd.scan_librispeech(opus)
     assert len(records) == 329 and all(r["audio"].endswith(".opus") for r in records)
+
+
+# --------------------------------------------------------------------------- train-tokenizer
+
+
+def test_train_tokenizer_cli_writes_a_byte_level_bpe_for_the_llada_style_tokenizer(tmp_path: Path):
+    from processing_whisper_llada import build_llada_style_tokenizer
+
+    words = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex the jovial king".split()
+    rng = np.random.default_rng(0)
+    manifest = tmp_path / "train.jsonl"
+    wd.write_manifest([{"key": f"1-2-{i:04d}", "audio": f"/nowhere/{i}.flac", "duration": 1.0,
+                        "text": " ".join(rng.choice(words, 12)).upper()} for i in range(200)], manifest)
+    out = tmp_path / "tok" / "tokenizer.json"
+    command = [sys.executable, str(REPO / "whisper_llada_data.py"), "train-tokenizer", str(manifest), "--vocab-size",
+               "320", "-o", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not list(out.parent.glob("*.tmp"))
+    tokenizer = build_llada_style_tokenizer(str(out))
+    vocab = tokenizer.get_vocab()
+    assert vocab["<|endoftext|>"] == 0 and vocab["<|ctc_blank|>"] == 1 and tokenizer.eos_token_id == 0
+    assert len(vocab) == 320 + 5  # + LLaDA's specials: BOS, mask, the two header tokens, <|eot_id|>
+    # trained on lower-cased targets: frequent words are single tokens; unseen text still round-trips (byte level)
+    assert len(tokenizer("the quick brown fox", add_special_tokens=False)["input_ids"]) == 4
+    for text in ("the quick brown fox", "zebra's naïve quiz"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text and 1 not in ids
+
+    bad = subprocess.run(command[:3] + [str(manifest), "--vocab-size", "100", "-o", str(tmp_path / "x.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "vocab_size must be at least 300" in bad.stderr
+    assert not (tmp_path / "x.json").exists()

@@ -267,6 +267,28 @@ def test_tiny_run_saves_only_trainable_weights_and_reloads(assets, tmp_path):
     assert processor.mask_token_id == MASK_ID and processor.eos_token_id == EOS_ID
 
 
+def test_auxiliary_ctc_loss_is_logged_next_to_the_total(assets, tmp_path):
+    """With --ctc_weight, training and evaluation logs carry the CTC part (`ctc_loss`, `eval_ctc_loss`) of the loss;
+    with --ctc_only the loss is the CTC loss alone."""
+    joint = train_hf.main(base_args(assets, tmp_path / "joint", "--max_steps", "2", "--ctc_weight", "0.5",
+                                    "--ctc_blank_id", "59", "--eval_data", assets["manifest"], "--eval_strategy", "steps",
+                                    "--eval_steps", "2", "--per_device_eval_batch_size", "4"))
+    history = joint["trainer"].state.log_history
+    train_logs = [e for e in history if "loss" in e]
+    eval_logs = [e for e in history if "eval_loss" in e]
+    assert len(train_logs) == 2 and all(0 < e["ctc_loss"] and np.isfinite(e["ctc_loss"]) for e in train_logs)
+    assert eval_logs and all(0 < e["eval_ctc_loss"] < e["eval_loss"] / 0.5 for e in eval_logs)  # step 2 + final
+    assert all("ctc_loss" not in e for e in eval_logs) and all("eval_ctc_loss" not in e for e in train_logs)
+
+    alone = train_hf.main(base_args(assets, tmp_path / "alone", "--max_steps", "2", "--ctc_weight", "1.0",
+                                    "--ctc_blank_id", "59", "--ctc_only", "true"))
+    logs = [e for e in alone["trainer"].state.log_history if "loss" in e]
+    assert logs and all(e["loss"] == pytest.approx(e["ctc_loss"], rel=1e-3) for e in logs)
+
+    plain = train_hf.main(base_args(assets, tmp_path / "plain", "--max_steps", "1"))
+    assert all("ctc_loss" not in e for e in plain["trainer"].state.log_history)
+
+
 def test_time_budget_stops_and_still_saves(assets, tmp_path):
     # also the reference recipe's settings: bf16 base models, bf16 autocast, activation (gradient) checkpointing
     out = tmp_path / "run"

@@ -99,6 +99,7 @@ class WhisperLladaProjector(nn.Module):
 class WhisperLladaOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, A, vocab) at the answer positions
+    ctc_loss: torch.Tensor | None = None  # the auxiliary CTC loss (unweighted) when config.ctc_weight > 0
 
 
 class WhisperLladaPreTrainedModel(PreTrainedModel):
@@ -493,7 +494,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
             ctc = self._speech_ctc_loss(speech, lengths, labels.to(speech.device))
             if self.ctc_only:  # projector warm-up: the decoder is not run at all
-                return WhisperLladaOutput(loss=ctc)
+                return WhisperLladaOutput(loss=ctc, ctc_loss=ctc)
             prefix, prefix_mask = self.build_prefix(speech, lengths)
         else:
             prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
@@ -502,6 +503,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                   else self._diffusion_loss(prefix, prefix_mask, labels, mask_eps))
         if ctc is not None:
             output.loss = output.loss + self.config.ctc_weight * ctc
+            output.ctc_loss = ctc
         return output
 
     def _speech_ctc_loss(self, speech: torch.Tensor, lengths: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
