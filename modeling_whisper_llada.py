@@ -312,14 +312,18 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         """Loads a full checkpoint, or a trainable-weights-only checkpoint whose config names the base models.
 
         Without a `dtype` (and without a GPU `device_map`) the weights load as float32, whatever dtype they were saved
-        in: on CPU, float16 matmuls are several times slower than float32. Pass `dtype=torch.bfloat16` (or "auto" for
-        the saved dtype) to choose."""
-        if kwargs.get("dtype") is None and str(kwargs.get("device_map") or "cpu") == "cpu":
-            kwargs["dtype"] = torch.float32
+        in: on CPU, float16 matmuls are several times slower than float32. `dtype="auto"` (also what
+        `pipeline(...)` passes by default) keeps the saved dtype, except that float16 weights still load as float32 on
+        CPU. Pass `dtype=torch.bfloat16` or `torch.float16` to choose."""
         config = kwargs.pop("config", None)
         hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if str(kwargs.get("device_map") or "cpu") == "cpu":
+            saved = getattr(config, "dtype", None)
+            saved_half = saved in (torch.float16, "float16")
+            if kwargs.get("dtype") is None or (kwargs.get("dtype") == "auto" and saved_half):
+                kwargs["dtype"] = torch.float32
         if config.checkpoint_weights == "full":
             model = super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
             return cls._load_generation_config(model, pretrained_model_name_or_path, hub_kwargs)

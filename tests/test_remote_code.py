@@ -79,6 +79,25 @@ def test_auto_classes_and_pipeline_in_clean_process(saved_dir, model, processor,
     assert result["pipeline"]["text"] == expected_text
 
 
+def test_float16_checkpoint_loads_as_float32_on_cpu_unless_asked(model, processor, tmp_path):
+    """A checkpoint saved in float16 loads as float32 on CPU with no dtype, with dtype="auto" and through
+    `pipeline(...)` (which passes "auto"): float16 on CPU is several times slower. float16 / bfloat16 by name still work."""
+    import copy
+
+    from transformers import AutoModel, pipeline
+
+    copy.deepcopy(model).to(torch.float16).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"
+    assert AutoModel.from_pretrained(tmp_path, trust_remote_code=True).dtype == torch.float32
+    assert AutoModel.from_pretrained(tmp_path, trust_remote_code=True, dtype="auto").dtype == torch.float32
+    assert AutoModel.from_pretrained(tmp_path, trust_remote_code=True, dtype=torch.float16).dtype == torch.float16
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path), trust_remote_code=True)
+    assert asr.model.dtype == torch.float32
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path), trust_remote_code=True, dtype=torch.bfloat16)
+    assert asr.model.dtype == torch.bfloat16
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # 2. Pipeline input forms and generate kwargs (in process, pipeline_class=...)
 # ----------------------------------------------------------------------------------------------------------------------
