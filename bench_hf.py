@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from configuration_whisper_llada import LladaConfig, WhisperLladaConfig  # noqa: E402
-from eval_hf import write_atomic  # noqa: E402
+from whisper_llada_data import write_atomic  # noqa: E402
 from generation_llada import APPROXIMATE_SETTINGS, LladaGenerationConfig  # noqa: E402
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration  # noqa: E402
 from pipeline_whisper_llada import transcribe  # noqa: E402

@@ -116,6 +116,7 @@ from whisper_llada_data import (  # noqa: E402
     load_records,
     parse_hub_spec,
     source_path,
+    write_atomic,
 )
 
 logger = logging.getLogger("eval_hf")
@@ -467,18 +468,6 @@ def load_models(args: argparse.Namespace, dtype: torch.dtype, device: torch.devi
 # ----------------------------------------------------------------------------------------------------------------------
 # Files: atomic writes, hypotheses and their run signatures
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same folder: readers see the old or the new file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_hypotheses(path: Path) -> dict[str, dict]:

@@ -385,6 +385,18 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: PathLike) -> int:
     return count
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file in the same folder: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 # --------------------------------------------------------------------------- LibriSpeech
 
 
@@ -706,9 +718,7 @@ def train_bpe_tokenizer(manifests: Sequence[str], output: str, vocab_size: int =
     tokenizer.train_from_iterator(texts, trainer)
     out = Path(output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tokenizer.save(str(tmp))
-    os.replace(tmp, out)
+    write_atomic(out, tokenizer.to_str(pretty=True))
     return tokenizer.get_vocab_size()
 
 

@@ -60,7 +60,8 @@ def loss_curve(run_dirs: list[Path], output: Path, titles: list[str] | None = No
     fig, axes = plt.subplots(1, len(run_dirs), figsize=(5.5 * len(run_dirs), 4), squeeze=False)
     points = []
     for index, (run_dir, ax) in enumerate(zip(run_dirs, axes[0])):
-        history = json.loads(latest_trainer_state(run_dir).read_text())["log_history"]
+        state = json.loads(latest_trainer_state(run_dir).read_text())
+        history = state["log_history"]
         train = [(h["step"], h["loss"]) for h in history if "loss" in h]
         valid = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
         ax.plot(*zip(*train), label="training loss")
@@ -73,7 +74,7 @@ def loss_curve(run_dirs: list[Path], output: Path, titles: list[str] | None = No
         if ctc_valid:
             ax.plot(*zip(*ctc_valid), "s:", label="auxiliary CTC loss (validation)")
         ax.set_title(titles[index] if titles and index < len(titles) else str(run_dir), fontsize=9)
-        ax.set_xlabel(f"step (batch {json.loads(latest_trainer_state(run_dir).read_text()).get('train_batch_size', '?')})")
+        ax.set_xlabel(f"step (batch {state.get('train_batch_size', '?')})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         points.append({"run": str(run_dir), "train": train, "valid": valid})
@@ -112,16 +113,16 @@ def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> 
 
 @torch.no_grad()
 def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int = 8) -> dict:
-    from transformers import AutoModel, AutoProcessor
-
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from processing_whisper_llada import WhisperLladaProcessor
     from text_normalization import wer_percent
 
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    # this repository's classes, not the checkpoint's copy of the remote code (older copies lack speech_token_logits)
+    model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = WhisperLladaProcessor.from_pretrained(model_dir)
     blank = model.config.ctc_blank_id
     if blank is None:
         raise SystemExit(f"error: {model_dir} was not trained with an auxiliary CTC loss (config.ctc_blank_id is None)")
-    table = model.decoder.get_input_embeddings().weight
     records = wld.read_manifest(manifest)[:limit]
     rate = processor.feature_extractor.sampling_rate
     hypotheses = []
@@ -129,7 +130,7 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
         part = records[first : first + batch_size]
         features = processor(audio=[wld.load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
         speech, lengths = model.embed_speech(features["input_features"], features["attention_mask"])
-        best = (speech @ table.to(speech.dtype).T).argmax(-1)  # (B, S)
+        best = model.speech_token_logits(speech).argmax(-1)  # (B, S)
         for row, n in zip(best, lengths.tolist()):
             ids = torch.unique_consecutive(row[:n]).tolist()
             hypotheses.append(processor.tokenizer.decode([i for i in ids if i != blank], skip_special_tokens=True))

@@ -510,6 +510,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             output.ctc_loss = ctc
         return output
 
+    def speech_token_logits(self, speech: torch.Tensor) -> torch.Tensor:
+        """Speech embeddings (B, S, d) read as decoder tokens: (B, S, vocab) scores against the token embeddings, as the
+        auxiliary CTC loss reads them."""
+        return speech @ self.decoder.get_input_embeddings().weight.to(speech.dtype).T
+
     def _speech_ctc_loss(self, speech: torch.Tensor, lengths: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
         """Auxiliary CTC loss that reads each speech embedding as a token: logits = speech @ (token embeddings)^T, the
         transcript (up to its first EOS) as the target, `config.ctc_blank_id` as the blank. It teaches the projector
@@ -519,8 +524,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         is_eos = (labels == eos) | (labels == -100)
         target_lengths = (~is_eos).long().cumprod(-1).sum(-1)  # tokens before the first EOS
         targets = torch.cat([row[:n] for row, n in zip(labels, target_lengths.tolist())])
-        table = self.decoder.get_input_embeddings().weight
-        log_probs = torch.log_softmax((speech @ table.to(speech.dtype).T).float(), dim=-1)  # (B, S, V)
+        log_probs = torch.log_softmax(self.speech_token_logits(speech).float(), dim=-1)  # (B, S, V)
         return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=self.config.ctc_blank_id,
                           reduction="mean", zero_infinity=True)
 
