@@ -205,6 +205,11 @@ class WhisperLladaConfig(PretrainedConfig):
             "trainable+encoder" also saves the frozen encoder (only the decoder base is pulled).
         ctc_weight / ctc_blank_id: training only: weight of an auxiliary CTC loss on the speech embeddings read as
             tokens (logits = speech @ token embeddings^T), with this unused token id as the blank (0 = off).
+        mask_time_prob / mask_time_length / mask_feature_prob / mask_feature_length: training only: SpecAugment on the
+            encoder frames (as Whisper's and wav2vec2's settings of the same names, but after the frozen encoder, so
+            that it also applies to frames read from an encoder cache). About `mask_time_prob` of each audio's frames
+            are zeroed in spans of `mask_time_length` frames, and about `mask_feature_prob` of the channels in spans
+            of `mask_feature_length` channels. 0 = off (the default).
     """
 
     model_type = "whisper_llada"
@@ -233,6 +238,10 @@ class WhisperLladaConfig(PretrainedConfig):
         checkpoint_weights: str = "full",
         ctc_weight: float = 0.0,
         ctc_blank_id: int | None = None,
+        mask_time_prob: float = 0.0,
+        mask_time_length: int = 10,
+        mask_feature_prob: float = 0.0,
+        mask_feature_length: int = 10,
         **kwargs: Any,
     ):
         for key in LEGACY_DECODING_KEYS:  # decoding defaults are read from generation_config.json
@@ -292,6 +301,8 @@ class WhisperLladaConfig(PretrainedConfig):
         self.ctc_blank_id = check_number("WhisperLladaConfig", "ctc_blank_id", ctc_blank_id, optional=True)
         if self.ctc_weight and self.ctc_blank_id is None:
             raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
+        self.set_spec_augment(mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
+                              mask_feature_prob=mask_feature_prob, mask_feature_length=mask_feature_length)
         eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
         if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
             eos_token_id = eos_token_id[0]
@@ -303,5 +314,24 @@ class WhisperLladaConfig(PretrainedConfig):
             **kwargs,
         )
 
+    def set_spec_augment(self, **values: Any) -> None:
+        """Sets (and checks) the SpecAugment settings given: mask_time_prob, mask_time_length, mask_feature_prob,
+        mask_feature_length."""
+        for name, value in values.items():
+            if name not in SPEC_AUGMENT_KEYS:
+                raise ValueError(f"WhisperLladaConfig: unknown SpecAugment setting {name!r}; expected one of "
+                                 f"{SPEC_AUGMENT_KEYS}.")
+            if name.endswith("_prob"):
+                value = float(check_number("WhisperLladaConfig", name, value, float))
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(f"WhisperLladaConfig: {name} must be between 0 and 1, got {value}.")
+            else:
+                value = check_number("WhisperLladaConfig", name, value)
+                if value < 1:
+                    raise ValueError(f"WhisperLladaConfig: {name} must be >= 1, got {value}.")
+            setattr(self, name, value)
 
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "check_number"]
+
+SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "SPEC_AUGMENT_KEYS", "check_number"]

@@ -51,6 +51,34 @@ except ImportError:  # imported as a plain top-level module (tests, scripts)
 ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
 
 
+def spans_mask(lengths: torch.Tensor, width: int, prob: float, span: int) -> torch.Tensor:
+    """(B, width) bool, True = masked: for each row, round(prob * length / span) spans (rounded at random) of `span`
+    positions with random starts inside the row's first `length` positions (SpecAugment's masks)."""
+    lengths = lengths.clamp(max=width).float()
+    counts = (prob * lengths / span + torch.rand_like(lengths)).floor().long()  # (B,)
+    most = int(counts.max()) if counts.numel() else 0
+    positions = torch.arange(width, device=lengths.device)
+    if most == 0:
+        return torch.zeros(lengths.shape[0], width, dtype=torch.bool, device=lengths.device)
+    starts = (torch.rand(lengths.shape[0], most, device=lengths.device) * (lengths[:, None] - span + 1).clamp(min=1))
+    starts = starts.long()
+    used = torch.arange(most, device=lengths.device) < counts[:, None]  # (B, most)
+    inside = (positions >= starts[..., None]) & (positions < starts[..., None] + span) & used[..., None]  # (B, most, W)
+    return inside.any(1)
+
+
+def spec_augment(frames: torch.Tensor, valid_frames: torch.Tensor, config: WhisperLladaConfig) -> torch.Tensor:
+    """SpecAugment on encoder frames (B, T, d_enc): time spans and channel spans set to zero (training only)."""
+    if config.mask_time_prob > 0:
+        time_mask = spans_mask(valid_frames, frames.shape[1], config.mask_time_prob, config.mask_time_length)
+        frames = frames.masked_fill(time_mask[..., None], 0.0)
+    if config.mask_feature_prob > 0:
+        channels = torch.full_like(valid_frames, frames.shape[2])
+        feature_mask = spans_mask(channels, frames.shape[2], config.mask_feature_prob, config.mask_feature_length)
+        frames = frames.masked_fill(feature_mask[:, None, :], 0.0)
+    return frames
+
+
 class WhisperLladaProjector(nn.Module):
     """Merges `stack_factor` encoder frames and maps them to the decoder's embedding size.
 
@@ -428,6 +456,8 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             lengths = self.speech_lengths(attention_mask, frames.shape[0], frames.device)
         max_frames = int(lengths.max()) * self.config.stack_factor
         frames = frames[:, :max_frames]  # drop frames past the longest audio's end before the projector
+        if self.training:
+            frames = spec_augment(frames, lengths * self.config.stack_factor, self.config)
         speech = self.projector(frames.to(self.projector.mlp[0].weight.dtype))
         return speech.to(self.decoder.dtype), lengths
 

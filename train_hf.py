@@ -87,7 +87,8 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig, check_number
+from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, SPEC_AUGMENT_KEYS, LladaConfig,
+                                        WhisperLladaConfig, check_number)
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
@@ -175,6 +176,15 @@ class ModelArguments:
     ctc_only: bool = field(
         default=False, metadata={"help": "Train the projector on the auxiliary CTC loss alone (the decoder is not run: "
                                          "a cheap warm-up of the speech-to-token-embedding mapping)."})
+    mask_time_prob: Optional[float] = field(
+        default=None, metadata={"help": "SpecAugment on the encoder frames: about this fraction of each audio's frames "
+                                        "zeroed in spans of --mask_time_length (default: keep the model's setting, "
+                                        "0 for a new model)."})
+    mask_time_length: Optional[int] = field(default=None, metadata={"help": "Frames per SpecAugment time span."})
+    mask_feature_prob: Optional[float] = field(
+        default=None, metadata={"help": "SpecAugment on the encoder frames: about this fraction of the channels zeroed "
+                                        "in spans of --mask_feature_length."})
+    mask_feature_length: Optional[int] = field(default=None, metadata={"help": "Channels per SpecAugment span."})
     reset_projector: bool = field(
         default=False, metadata={"help": "With --model_name_or_path: start from a freshly initialised projector."})
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
@@ -425,6 +435,8 @@ def build_model(model_args: ModelArguments):
         model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
+    model.config.set_spec_augment(**{name: getattr(model_args, name) for name in SPEC_AUGMENT_KEYS
+                                     if getattr(model_args, name) is not None})
     if model_args.ctc_only:
         if not model.config.ctc_weight:
             raise ValueError("--ctc_only needs --ctc_weight > 0 and --ctc_blank_id.")

@@ -421,3 +421,44 @@ def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, t
     assert eval_hf.main(["--model", str(causal_dir), "--output_dir", str(tmp_path / "z"), *common,
                          "--max_utterances", "1"]) == 0
     assert [r["decoding"] for r in json.loads((tmp_path / "z" / "results.json").read_text())["results"]] == ["AR"]
+
+
+@needs_shared(WHISPER_TINY)
+def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(processor, tmp_path):
+    """demo/convert_ar_to_diffusion.py: the causal model's encoder, projector, prompt and tokenizer are kept, its
+    decoder becomes a LLaDA-layout decoder with the same tensors; attention dropout carries over, residual dropout is
+    set; a model without a causal decoder is refused."""
+    import importlib.util
+
+    from conftest import ROOT
+    from modeling_llada import LladaForMaskedDiffusion
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "demo" / "convert_ar_to_diffusion.py")
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_causal_config(
+        decoder_config=llama_config_for(processor, tie_word_embeddings=True, attention_dropout=0.15),
+        prompt_prefix_ids=prefix_ids, prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
+        eos_token_id=processor.eos_token_id, pad_token_id=processor.eos_token_id, eot_token_id=processor.eot_token_id,
+        mask_time_prob=0.2)
+    torch.manual_seed(0)
+    ar = WhisperLladaForConditionalGeneration(config).eval()
+    ar.save_pretrained(tmp_path / "ar")
+    processor.save_pretrained(tmp_path / "ar")
+    converter.convert(str(tmp_path / "ar"), str(tmp_path / "diffusion"), residual_dropout=0.25)
+
+    model = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion").eval()
+    assert model.config.decoder_type == "llada" and isinstance(model.decoder, LladaForMaskedDiffusion)
+    assert model.config.prompt_prefix_ids == prefix_ids and model.config.mask_time_prob == 0.2
+    for name, tensor in ar.projector.state_dict().items():
+        torch.testing.assert_close(model.projector.state_dict()[name], tensor)
+    llama = ar.decoder.model
+    torch.testing.assert_close(model.decoder.get_input_embeddings().weight, llama.embed_tokens.weight)
+    torch.testing.assert_close(model.decoder.model.transformer.blocks[1].q_proj.weight, llama.layers[1].self_attn.q_proj.weight)
+    block = model.decoder.model.transformer.blocks[0]
+    assert block.attention_dropout == 0.15 and block.dropout.p == 0.25
+    with pytest.raises(SystemExit, match="no causal decoder"):
+        converter.convert(str(tmp_path / "diffusion"), str(tmp_path / "again"))

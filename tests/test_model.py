@@ -154,3 +154,59 @@ def test_auxiliary_ctc_loss_reads_speech_embeddings_as_tokens():
     assert good < 0.5 * shuffled
     with pytest.raises(ValueError, match="ctc_blank_id"):
         tiny_config(ctc_weight=1.0)
+
+
+def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
+    """SpecAugment settings zero about mask_time_prob of each audio's encoder frames, in spans inside the audio, and
+    channel spans; in eval mode (decoding) the model is unchanged; bad settings are clear errors."""
+    from modeling_whisper_llada import spans_mask, spec_augment
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([400, 100, 0])
+    mask = spans_mask(lengths.repeat(200), 500, 0.3, 10).view(200, 3, 500)
+    assert not mask[:, 0, 400:].any() and not mask[:, 1, 100:].any() and not mask[:, 2].any()
+    coverage = mask[:, 0, :400].float().mean()
+    assert 0.2 < coverage < 0.3  # 0.3 * 400 / 10 = 12 spans of 10 frames, overlaps allowed
+    runs = torch.diff(mask[0, 0].long(), prepend=torch.zeros(1, dtype=torch.long))
+    assert (runs == 1).sum() <= 12  # at most 12 span starts
+
+    frames = torch.ones(2, 40, 16)
+    out = spec_augment(frames, torch.tensor([40, 20]), tiny_config(mask_time_prob=0.5, mask_time_length=4))
+    assert (out[1, 20:] == 1).all() and (out[:, :20] == 0).all(-1).any(-1).all()  # whole frames zeroed
+    out = spec_augment(frames, torch.tensor([40, 20]), tiny_config(mask_feature_prob=0.25, mask_feature_length=2))
+    zero_channels = (out == 0).all(1)  # (B, channels) zeroed at every frame
+    assert zero_channels.any(-1).all() and not zero_channels.all() and ((out == 0) == zero_channels[:, None]).all()
+
+    config = tiny_config(mask_time_prob=0.5, mask_time_length=4, mask_feature_prob=0.25, mask_feature_length=2)
+
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    feats, attention = features(2, [3.0, 7.5])
+    speech, _ = model.embed_speech(feats, attention)
+    torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
+    model.train()
+    assert not torch.allclose(model.embed_speech(feats, attention)[0], speech)
+    model.config.set_spec_augment(mask_time_prob=0.0, mask_feature_prob=0.0)
+    torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
+    with pytest.raises(ValueError, match="mask_time_prob must be between 0 and 1"):
+        tiny_config(mask_time_prob=1.5)
+    with pytest.raises(ValueError, match="mask_feature_length"):
+        tiny_config(mask_feature_length=0)
+
+
+def test_decoder_dropout_follows_the_official_config_fields():
+    """residual_dropout / attention_dropout / embedding_dropout (LLaDA's config fields, 0 in LLaDA-8B) act in training
+    only: in eval mode the logits equal those of the same weights without dropout."""
+    torch.manual_seed(0)
+    plain = LladaForMaskedDiffusion(tiny_decoder_config())
+    dropped = LladaForMaskedDiffusion(tiny_decoder_config(residual_dropout=0.3, attention_dropout=0.3,
+                                                          embedding_dropout=0.3))
+    dropped.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 50, (2, 12))
+    expected = plain.eval()(input_ids=ids).logits
+    torch.testing.assert_close(dropped.eval()(input_ids=ids).logits, expected)
+    dropped.train()
+    torch.manual_seed(1)
+    first = dropped(input_ids=ids).logits
+    assert not torch.allclose(first, expected)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropped(input_ids=ids).logits, first)

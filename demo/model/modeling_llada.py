@@ -101,6 +101,10 @@ class LladaBlock(GradientCheckpointingLayer):
         self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate (activated)
         self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
+        # the official config's dropout rates (0.0 in LLaDA-8B's): on the attention and MLP outputs before each residual
+        # add, and on the attention weights; active in training only, so decoding is unchanged
+        self.dropout = nn.Dropout(getattr(config, "residual_dropout", 0.0))
+        self.attention_dropout = getattr(config, "attention_dropout", 0.0)
 
     def forward(
         self,
@@ -125,10 +129,11 @@ class LladaBlock(GradientCheckpointingLayer):
         if self.n_kv_heads != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
-        hidden_states = hidden_states + self.attn_out(attn.transpose(1, 2).reshape(batch, length, -1))
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False,
+                                              dropout_p=self.attention_dropout if self.training else 0.0)
+        hidden_states = hidden_states + self.dropout(self.attn_out(attn.transpose(1, 2).reshape(batch, length, -1)))
         x = self.ff_norm(hidden_states)
-        hidden_states = hidden_states + self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x))
+        hidden_states = hidden_states + self.dropout(self.ff_out(F.silu(self.ff_proj(x)) * self.up_proj(x)))
         return hidden_states, key_values
 
 
@@ -151,6 +156,7 @@ class LladaTransformer(nn.Module):
     def __init__(self, config: LladaConfig):
         super().__init__()
         self.wte = nn.Embedding(config.embedding_size, config.d_model)
+        self.emb_drop = nn.Dropout(getattr(config, "embedding_dropout", 0.0))  # on the input embeddings (training only)
         self.blocks = nn.ModuleList(LladaBlock(config) for _ in range(config.n_layers))
         self.ln_f = LladaRMSNorm(config.d_model, config.rms_norm_eps)
         if not config.weight_tying:
@@ -224,6 +230,7 @@ class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("LladaForMaskedDiffusion.forward: pass exactly one of `input_ids` or `inputs_embeds`.")
         hidden_states = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        hidden_states = self.model.transformer.emb_drop(hidden_states)
         batch, length = hidden_states.shape[:2]
         if position_ids is None:
             if attention_mask is not None:  # left padding: real tokens are numbered from 0
@@ -347,6 +354,7 @@ def llada_config_from_llama(config: PretrainedConfig, mask_token_id: int, n_laye
         eos_token_id=eos,
         pad_token_id=config.pad_token_id if config.pad_token_id is not None else eos,
         bos_token_id=config.bos_token_id,
+        attention_dropout=float(getattr(config, "attention_dropout", 0.0)),
     )
 
 
