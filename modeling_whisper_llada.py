@@ -64,7 +64,7 @@ def spans_mask(lengths: torch.Tensor, width: int, prob: float, span: int) -> tor
     starts = starts.long()
     used = torch.arange(most, device=lengths.device) < counts[:, None]  # (B, most)
     inside = (positions >= starts[..., None]) & (positions < starts[..., None] + span) & used[..., None]  # (B, most, W)
-    return inside.any(1)
+    return inside.any(1) & (positions < lengths[:, None])
 
 
 def spec_augment(frames: torch.Tensor, valid_frames: torch.Tensor, config: WhisperLladaConfig) -> torch.Tensor:

@@ -162,9 +162,10 @@ def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     from modeling_whisper_llada import spans_mask, spec_augment
 
     torch.manual_seed(0)
-    lengths = torch.tensor([400, 100, 0])
-    mask = spans_mask(lengths.repeat(200), 500, 0.3, 10).view(200, 3, 500)
+    lengths = torch.tensor([400, 100, 0, 4])
+    mask = spans_mask(lengths.repeat(200), 500, 0.3, 10).view(200, 4, 500)
     assert not mask[:, 0, 400:].any() and not mask[:, 1, 100:].any() and not mask[:, 2].any()
+    assert not mask[:, 3, 4:].any()  # a span longer than the audio stops at its end
     coverage = mask[:, 0, :400].float().mean()
     assert 0.2 < coverage < 0.3  # 0.3 * 400 / 10 = 12 spans of 10 frames, overlaps allowed
     runs = torch.diff(mask[0, 0].long(), prepend=torch.zeros(1, dtype=torch.long))
