@@ -87,7 +87,7 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, SPEC_AUGMENT_KEYS, LladaConfig,
+from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, TRAINING_MASK_KEYS, LladaConfig,
                                         WhisperLladaConfig, check_number)
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
@@ -185,6 +185,14 @@ class ModelArguments:
         default=None, metadata={"help": "SpecAugment on the encoder frames: about this fraction of the channels zeroed "
                                         "in spans of --mask_feature_length."})
     mask_feature_length: Optional[int] = field(default=None, metadata={"help": "Channels per SpecAugment span."})
+    block_mask_prob: Optional[float] = field(
+        default=None, metadata={"help": "Masked-diffusion decoders: this share of the training samples is masked as "
+                                        "block decoding sees them (earlier blocks clean, one block partly masked, the "
+                                        "rest masked) instead of LLaDA's uniform masking (default: the model's "
+                                        "setting, 0 for a new model)."})
+    block_mask_length: Optional[int] = field(
+        default=None, metadata={"help": "Block length for --block_mask_prob: the block length you decode with "
+                                        "(C: gen_length / 16)."})
     reset_projector: bool = field(
         default=False, metadata={"help": "With --model_name_or_path: start from a freshly initialised projector."})
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
@@ -435,8 +443,8 @@ def build_model(model_args: ModelArguments):
         model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
-    model.config.set_spec_augment(**{name: getattr(model_args, name) for name in SPEC_AUGMENT_KEYS
-                                     if getattr(model_args, name) is not None})
+    model.config.set_training_masks(**{name: getattr(model_args, name) for name in TRAINING_MASK_KEYS
+                                       if getattr(model_args, name) is not None})
     if model_args.ctc_only:
         if not model.config.ctc_weight:
             raise ValueError("--ctc_only needs --ctc_weight > 0 and --ctc_blank_id.")

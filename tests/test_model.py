@@ -55,6 +55,66 @@ def test_loss_is_the_llada_sft_loss(tiny_model):
     torch.testing.assert_close(loss, expected / 2, atol=1e-5, rtol=1e-5)
 
 
+def test_block_masks_follow_block_decoding():
+    """answer_mask_probs with block masking: the blocks before a random block (one the answer spans) are clean, that
+    block's tokens share one probability, every later token is masked; without it every token gets the sample's t."""
+    from modeling_whisper_llada import answer_mask_probs
+
+    torch.manual_seed(0)
+    in_answer = torch.zeros(3, 20, dtype=torch.bool)
+    for row, length in enumerate([20, 9, 1]):
+        in_answer[row, :length] = True
+    seen = [set(), set(), set()]
+    for _ in range(200):
+        probs = answer_mask_probs(in_answer, 1e-3, block_prob=1.0, block_length=4)
+        for row in range(3):
+            current = int((probs[row] == 0).sum()) // 4
+            seen[row].add(current)
+            block = probs[row, 4 * current: 4 * current + 4]
+            assert (probs[row, : 4 * current] == 0).all() and (probs[row, 4 * current + 4:] == 1).all()
+            assert (block == block[0]).all() and 1e-3 <= block[0] <= 1
+    assert seen == [set(range(5)), {0, 1, 2}, {0}]  # every block the answer spans, and only those
+    uniform = answer_mask_probs(in_answer, 1e-3)
+    assert (uniform == uniform[:, :1]).all() and (uniform >= 1e-3).all()
+    half = torch.stack([answer_mask_probs(in_answer, 1e-3, block_prob=0.5, block_length=4) for _ in range(300)])
+    structured = (half == 0).any(-1) | (half == 1).any(-1)  # (draws, B): a block sample (or t = 1 exactly)
+    assert 0.4 < structured[:, 0].float().mean() < 0.6
+
+
+def test_block_masked_loss_in_training_only(tiny_model):
+    """With config.block_mask_prob the training loss is LLaDA's form over block-decoding masks (CE of each masked
+    token / its masking probability / answer length / batch); the eval loss stays LLaDA's uniform-masking loss."""
+    from modeling_whisper_llada import answer_mask_probs
+
+    feats, mask = features(2, [2.0, 4.0])
+    labels = torch.tensor([[5, 6, EOS_ID, EOS_ID, EOS_ID, EOS_ID], [8, 9, 10, 11, 12, EOS_ID]])
+    tiny_model.eval()
+    torch.manual_seed(7)
+    plain = tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss
+    tiny_model.config.set_training_masks(block_mask_prob=1.0, block_mask_length=2)
+    torch.manual_seed(7)
+    torch.testing.assert_close(tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss, plain)
+
+    tiny_model.train()
+    torch.manual_seed(11)
+    loss = tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss
+    prefix, prefix_mask = tiny_model.prepare_prefix(feats, mask)
+    torch.manual_seed(11)
+    p_mask = answer_mask_probs(labels != -100, 1e-3, 1.0, 2)
+    masked = torch.rand(2, 6) < p_mask
+    noisy = torch.where(masked, MASK_ID, labels)
+    embeds = torch.cat((prefix, tiny_model.decoder.get_input_embeddings()(noisy)), dim=1)
+    full_mask = torch.cat((prefix_mask, torch.ones_like(labels)), 1)
+    logits = tiny_model.decoder(inputs_embeds=embeds, attention_mask=full_mask).logits[:, prefix.shape[1]:]
+    expected = sum((F.cross_entropy(logits[r][masked[r]], labels[r][masked[r]], reduction="none")
+                    / p_mask[r][masked[r]]).sum() / 6 for r in range(2)) / 2
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="block_mask_prob must be between 0 and 1"):
+        tiny_config(block_mask_prob=-0.1)
+    with pytest.raises(ValueError, match="block_mask_length must be >= 1"):
+        tiny_config(block_mask_length=0)
+
+
 def test_eos_padding_is_in_the_loss(tiny_model):
     feats, mask = features(1, [2.0])
     short = torch.tensor([[5, EOS_ID]])
@@ -186,7 +246,7 @@ def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
     model.train()
     assert not torch.allclose(model.embed_speech(feats, attention)[0], speech)
-    model.config.set_spec_augment(mask_time_prob=0.0, mask_feature_prob=0.0)
+    model.config.set_training_masks(mask_time_prob=0.0, mask_feature_prob=0.0)
     torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
     with pytest.raises(ValueError, match="mask_time_prob must be between 0 and 1"):
         tiny_config(mask_time_prob=1.5)

@@ -289,15 +289,18 @@ def test_auxiliary_ctc_loss_is_logged_next_to_the_total(assets, tmp_path):
     assert all("ctc_loss" not in e for e in plain["trainer"].state.log_history)
 
 
-def test_spec_augment_flags_set_the_saved_config(assets, tmp_path):
-    """--mask_time_prob / --mask_feature_prob (+ lengths) train with SpecAugment on the encoder frames and are saved in
-    the model's config (training only: decoding ignores them); an out-of-range value is refused before training."""
+def test_training_mask_flags_set_the_saved_config(assets, tmp_path):
+    """--mask_time_prob / --mask_feature_prob (+ lengths) train with SpecAugment on the encoder frames, --block_mask_prob
+    (+ length) with block-decoding masks; all are saved in the model's config (training only: decoding ignores them);
+    an out-of-range value is refused before training."""
     result = train_hf.main(base_args(assets, tmp_path / "aug", "--max_steps", "1", "--mask_time_prob", "0.3",
-                                     "--mask_time_length", "5", "--mask_feature_prob", "0.1"))
+                                     "--mask_time_length", "5", "--mask_feature_prob", "0.1",
+                                     "--block_mask_prob", "0.5", "--block_mask_length", "4"))
     assert np.isfinite(result["metrics"]["train_loss"])
     config = json.loads((tmp_path / "aug" / "final" / "config.json").read_text())
     assert (config["mask_time_prob"], config["mask_time_length"], config["mask_feature_prob"],
-            config["mask_feature_length"]) == (0.3, 5, 0.1, 10)
+            config["mask_feature_length"], config["block_mask_prob"], config["block_mask_length"]) == (
+        0.3, 5, 0.1, 10, 0.5, 4)
     with pytest.raises(ValueError, match="mask_time_prob must be between 0 and 1"):
         train_hf.main(base_args(assets, tmp_path / "bad", "--max_steps", "1", "--mask_time_prob", "2"))
     assert not (tmp_path / "bad" / "final").exists()

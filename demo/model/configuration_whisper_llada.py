@@ -210,6 +210,12 @@ class WhisperLladaConfig(PretrainedConfig):
             that it also applies to frames read from an encoder cache). About `mask_time_prob` of each audio's frames
             are zeroed in spans of `mask_time_length` frames, and about `mask_feature_prob` of the channels in spans
             of `mask_feature_length` channels. 0 = off (the default).
+        block_mask_prob / block_mask_length: training only (masked-diffusion decoders): the share of training samples
+            masked the way block (semi-autoregressive) decoding sees them instead of LLaDA's uniform masking: the
+            answer's blocks of `block_mask_length` tokens before a random block are clean, that block's tokens are
+            masked with probability t, every later token is masked (block-diffusion-style training; set the length to
+            the block length you decode with, C: gen_length / 16). The loss keeps LLaDA's form, each masked token's
+            cross-entropy divided by its masking probability (1 for the later blocks). 0 = off (the default).
     """
 
     model_type = "whisper_llada"
@@ -242,6 +248,8 @@ class WhisperLladaConfig(PretrainedConfig):
         mask_time_length: int = 10,
         mask_feature_prob: float = 0.0,
         mask_feature_length: int = 10,
+        block_mask_prob: float = 0.0,
+        block_mask_length: int = 8,
         **kwargs: Any,
     ):
         for key in LEGACY_DECODING_KEYS:  # decoding defaults are read from generation_config.json
@@ -301,8 +309,9 @@ class WhisperLladaConfig(PretrainedConfig):
         self.ctc_blank_id = check_number("WhisperLladaConfig", "ctc_blank_id", ctc_blank_id, optional=True)
         if self.ctc_weight and self.ctc_blank_id is None:
             raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
-        self.set_spec_augment(mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
-                              mask_feature_prob=mask_feature_prob, mask_feature_length=mask_feature_length)
+        self.set_training_masks(mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
+                                mask_feature_prob=mask_feature_prob, mask_feature_length=mask_feature_length,
+                                block_mask_prob=block_mask_prob, block_mask_length=block_mask_length)
         eos_token_id = eos_token_id if eos_token_id is not None else dec.eos_token_id
         if isinstance(eos_token_id, (list, tuple)):  # causal LMs may list several stop ids: the first one is EOS
             eos_token_id = eos_token_id[0]
@@ -314,13 +323,13 @@ class WhisperLladaConfig(PretrainedConfig):
             **kwargs,
         )
 
-    def set_spec_augment(self, **values: Any) -> None:
-        """Sets (and checks) the SpecAugment settings given: mask_time_prob, mask_time_length, mask_feature_prob,
-        mask_feature_length."""
+    def set_training_masks(self, **values: Any) -> None:
+        """Sets (and checks) the training-only masking settings given: SpecAugment (mask_time_prob, mask_time_length,
+        mask_feature_prob, mask_feature_length) and block masking (block_mask_prob, block_mask_length)."""
         for name, value in values.items():
-            if name not in SPEC_AUGMENT_KEYS:
-                raise ValueError(f"WhisperLladaConfig: unknown SpecAugment setting {name!r}; expected one of "
-                                 f"{SPEC_AUGMENT_KEYS}.")
+            if name not in TRAINING_MASK_KEYS:
+                raise ValueError(f"WhisperLladaConfig: unknown training masking setting {name!r}; expected one of "
+                                 f"{TRAINING_MASK_KEYS}.")
             if name.endswith("_prob"):
                 value = float(check_number("WhisperLladaConfig", name, value, float))
                 if not 0.0 <= value <= 1.0:
@@ -332,6 +341,7 @@ class WhisperLladaConfig(PretrainedConfig):
             setattr(self, name, value)
 
 
-SPEC_AUGMENT_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length")
+TRAINING_MASK_KEYS = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length",
+                      "block_mask_prob", "block_mask_length")
 
-__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "SPEC_AUGMENT_KEYS", "check_number"]
+__all__ = ["LladaConfig", "WhisperLladaConfig", "DECODER_TYPES", "CHECKPOINT_WEIGHTS", "TRAINING_MASK_KEYS", "check_number"]

@@ -119,6 +119,29 @@ class WhisperLladaProjector(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Answer side: which answer tokens the masked-diffusion loss masks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def answer_mask_probs(in_answer: torch.Tensor, mask_eps: float, block_prob: float = 0.0,
+                      block_length: int = 8) -> torch.Tensor:
+    """(B, A) masking probability of each answer token. LLaDA's SFT masking: per sample t ~ U(0, 1), every answer
+    token masked with p = (1 - eps) t + eps. With `block_prob` > 0 that share of the samples is masked as block decoding
+    sees them instead: a random block k of `block_length` tokens (among the blocks the answer spans) gets p, the
+    blocks before it 0 (clean), every token after it 1."""
+    batch, answer_len = in_answer.shape
+    probs = ((1 - mask_eps) * torch.rand(batch, 1, device=in_answer.device) + mask_eps).expand(batch, answer_len)
+    if block_prob <= 0:
+        return probs
+    blocks = (in_answer.sum(-1) + block_length - 1) // block_length  # (B,) blocks the answer spans
+    current = (torch.rand(batch, device=in_answer.device) * blocks).long()[:, None]  # (B, 1)
+    block_of = (torch.arange(answer_len, device=in_answer.device) // block_length)[None]  # (1, A)
+    block_probs = torch.where(block_of < current, 0.0, torch.where(block_of == current, probs, 1.0))
+    use_blocks = torch.rand(batch, 1, device=in_answer.device) < block_prob
+    return torch.where(use_blocks, block_probs, probs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Full model
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -518,7 +541,8 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
     ) -> WhisperLladaOutput:
         """LLaDA SFT masked-diffusion loss: per sample t ~ U(eps, 1), each answer token masked with probability t,
         cross-entropy on the masked tokens divided by t, normalised by the answer length and the batch size.
-        The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss.
+        The prompt/speech prefix is never masked; EOS padding of the answer is part of the loss. In training,
+        `config.block_mask_prob` of the samples are masked as block decoding sees them instead (`answer_mask_probs`).
         A causal decoder gets next-token cross-entropy instead (`_causal_loss`). With `config.ctc_weight > 0`, an
         auxiliary CTC loss on the speech embeddings is added (`_speech_ctc_loss`)."""
         if labels is None:
@@ -562,8 +586,8 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                         mask_eps: float) -> WhisperLladaOutput:
         batch, answer_len = labels.shape
         in_answer = labels != -100
-        t = torch.rand(batch, 1, device=prefix.device)
-        p_mask = (1 - mask_eps) * t + mask_eps  # (B, 1)
+        block_prob = self.config.block_mask_prob if self.training else 0.0  # eval loss: LLaDA's own masking
+        p_mask = answer_mask_probs(in_answer, mask_eps, block_prob, self.config.block_mask_length)  # (B, A)
         masked = (torch.rand(batch, answer_len, device=prefix.device) < p_mask) & in_answer
         noisy = torch.where(masked, torch.full_like(labels, self.config.mask_token_id), labels.clamp(min=0))
         embeds = torch.cat((prefix, self.decoder.get_input_embeddings()(noisy)), dim=1)
@@ -572,7 +596,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         out = self.decoder(inputs_embeds=embeds, attention_mask=full_mask, logits_positions=slice(width, None))
         token_loss = F.cross_entropy(out.logits[masked].float(), labels[masked], reduction="none")
         answer_lengths = in_answer.sum(-1, keepdim=True).clamp(min=1).expand_as(labels)
-        weights = 1.0 / (p_mask.expand_as(labels)[masked] * answer_lengths[masked])
+        weights = 1.0 / (p_mask[masked] * answer_lengths[masked])
         loss = (token_loss * weights).sum() / batch
         return WhisperLladaOutput(loss=loss, logits=out.logits)
 
