@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Two checks behind the numbers in demo/README.md and BENCHMARKS.md.
+"""The checks behind the numbers in demo/README.md and BENCHMARKS.md.
 
     python demo/diagnostics.py loss-curve RUN_OUTPUT_DIR [...] --output demo/loss_curve.png [--titles ...]
         Training and validation loss of train_hf.py runs (the `log_history` of each one's latest trainer_state.json),
@@ -25,6 +25,14 @@
         What the speech embeddings say, read as tokens the way the auxiliary CTC loss reads them (logits = speech @
         token embeddings^T, greedy: repeats merged, blanks dropped), scored with WER like eval_hf.py. Separates "the
         speech embeddings carry the words" from "the decoder reads them".
+
+    python demo/diagnostics.py word-coverage --train runs/demo-bpe/train.jsonl \
+        --hypotheses outputs/demo_eval/hypotheses_C_demo.jsonl [...]
+        Which words a model gets right, by how often the word occurs in the training transcripts (unseen, 1-4, 5-49,
+        50+ times; after Whisper's English normalisation): each bucket's share of the reference words and the share
+        of them the hypothesis has (aligned as in the WER). Tells a decoder that has not learnt the language apart
+        from one that does not hear it: a decoder trained from scratch on a few hours of transcripts can hardly
+        write a word it never saw.
 """
 
 from __future__ import annotations
@@ -139,6 +147,39 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
             "examples": [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:2]]}
 
 
+COVERAGE_BUCKETS = ((0, 0, "unseen"), (1, 4, "1-4"), (5, 49, "5-49"), (50, None, "50+"))
+
+
+def word_coverage(train_texts: list[str], references: list[str], hypotheses: list[str]) -> dict[str, dict]:
+    """Reference words bucketed by their count in `train_texts` (all texts normalised): per bucket, how many there
+    are, their share of all reference words and the share the hypotheses get right (the aligned "equal" words of
+    jiwer's alignment, the one the WER counts)."""
+    import collections
+
+    import jiwer
+
+    from text_normalization import normalize_text
+
+    seen = collections.Counter(word for text in train_texts for word in normalize_text(text).split())
+    words = {name: [0, 0] for _, _, name in COVERAGE_BUCKETS}  # name -> [reference words, correct]
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        reference, hypothesis = normalize_text(reference), normalize_text(hypothesis)
+        if not reference.split():
+            continue
+        correct = set()
+        for chunk in jiwer.process_words(reference, hypothesis).alignments[0]:
+            if chunk.type == "equal":
+                correct.update(range(chunk.ref_start_idx, chunk.ref_end_idx))
+        for index, word in enumerate(reference.split()):
+            count = seen[word]
+            name = next(n for low, high, n in COVERAGE_BUCKETS if low <= count and (high is None or count <= high))
+            words[name][0] += 1
+            words[name][1] += index in correct
+    total = sum(n for n, _ in words.values())
+    return {name: {"words": n, "share": round(100.0 * n / total, 2) if total else 0.0,
+                   "correct": round(100.0 * c / n, 2) if n else None} for name, (n, c) in words.items()}
+
+
 def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
     import soundfile
 
@@ -219,8 +260,17 @@ def main(argv=None) -> int:
     reading.add_argument("--model", required=True)
     reading.add_argument("--data", nargs="+", required=True)
     reading.add_argument("--limit", type=int, default=None)
+    coverage = commands.add_parser("word-coverage")
+    coverage.add_argument("--train", nargs="+", required=True, help="the training manifests (their transcripts)")
+    coverage.add_argument("--hypotheses", nargs="+", required=True, help="eval_hf.py hypotheses_*.jsonl files")
     args = parser.parse_args(argv)
-    if args.command == "speech-ctc":
+    if args.command == "word-coverage":
+        train_texts = [r["text"] for manifest in args.train for r in wld.read_manifest(manifest)]
+        for path in args.hypotheses:
+            rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            result = word_coverage(train_texts, [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+            print(json.dumps({"hypotheses": path, **result}))
+    elif args.command == "speech-ctc":
         for manifest in args.data:
             print(json.dumps({"data": manifest, **speech_ctc(args.model, manifest, args.limit)}))
     elif args.command == "loss-curve":
