@@ -180,6 +180,25 @@ def word_coverage(train_texts: list[str], references: list[str], hypotheses: lis
                    "correct": round(100.0 * c / n, 2) if n else None} for name, (n, c) in words.items()}
 
 
+def read_hypotheses(path: str) -> list[dict]:
+    """The rows of an eval_hf.py hypotheses file; one clear error for a missing file or a bad line."""
+    if not Path(path).is_file():
+        raise SystemExit(f"error: {path}: no such hypotheses file (eval_hf.py writes OUTPUT_DIR/hypotheses_*.jsonl)")
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {path}:{number}: not a JSON line ({error.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("reference"), str) or not isinstance(
+                row.get("hypothesis"), str):
+            raise SystemExit(f"error: {path}:{number}: expected an object with string fields reference and hypothesis")
+        rows.append(row)
+    return rows
+
+
 def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
     import soundfile
 
@@ -267,7 +286,7 @@ def main(argv=None) -> int:
     if args.command == "word-coverage":
         train_texts = [r["text"] for manifest in args.train for r in wld.read_manifest(manifest)]
         for path in args.hypotheses:
-            rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = read_hypotheses(path)
             result = word_coverage(train_texts, [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
             print(json.dumps({"hypotheses": path, **result}))
     elif args.command == "speech-ctc":

@@ -42,3 +42,21 @@ def test_word_coverage_command_reads_manifests_and_hypotheses_files(tmp_path, ca
     assert out["1-4"] == {"words": 2, "share": 66.67, "correct": 100.0}
     assert out["unseen"] == {"words": 1, "share": 33.33, "correct": 0.0}
     assert out["50+"]["words"] == 0 and out["50+"]["correct"] is None
+
+
+def test_word_coverage_command_rejects_a_missing_or_malformed_hypotheses_file(tmp_path):
+    import pytest
+
+    diagnostics = load_diagnostics()
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": "a.flac", "duration": 1.0, "text": "HELLO"}) + "\n")
+    missing = tmp_path / "hypotheses_X.jsonl"
+    with pytest.raises(SystemExit, match=r"hypotheses_X\.jsonl: no such hypotheses file"):
+        diagnostics.main(["word-coverage", "--train", str(manifest), "--hypotheses", str(missing)])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"reference": "A", "hypothesis": "a"}) + "\n{not json\n")
+    with pytest.raises(SystemExit, match=r"bad\.jsonl:2: not a JSON line"):
+        diagnostics.main(["word-coverage", "--train", str(manifest), "--hypotheses", str(bad)])
+    bad.write_text(json.dumps({"reference": "A"}) + "\n")
+    with pytest.raises(SystemExit, match=r"bad\.jsonl:1: expected an object with string fields reference and hypothesis"):
+        diagnostics.main(["word-coverage", "--train", str(manifest), "--hypotheses", str(bad)])
