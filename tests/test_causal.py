@@ -278,7 +278,7 @@ def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
         asr(str(path), generate_kwargs={"decoding": "B"})
 
 
-def causal_model_from_checkpoints(processor, tmp_path):
+def causal_model_from_checkpoints(processor, tmp_path, **kwargs):
     """A tiny Llama saved to disk + the real Whisper tiny.en encoder, built like a user would from base checkpoints."""
     from transformers import LlamaForCausalLM
 
@@ -286,9 +286,11 @@ def causal_model_from_checkpoints(processor, tmp_path):
 
     torch.manual_seed(0)
     decoder_dir = tmp_path / "tiny-llama"
-    LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
+    if not decoder_dir.exists():
+        LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
     model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
         WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
+        **kwargs,
     ).eval()
     model.generation_config.max_new_tokens = 8
     return decoder_dir, model
@@ -322,6 +324,114 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     features = processor(audio=synthetic_speech(), sampling_rate=16000)
     expected = model.generate(features["input_features"], features["attention_mask"])
     assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]), expected)
+
+
+@needs_shared(WHISPER_TINY)
+def test_causal_decoder_keeps_its_first_layers_also_when_pulled_on_load(processor, tmp_path):
+    """decoder_num_layers for a causal decoder (the AR counterpart of a decoder converted with n_layers): the first
+    layers of the pretrained LM, its norm and head; a trainable-only checkpoint pulls and truncates it again."""
+    from transformers import LlamaForCausalLM
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path, decoder_num_layers=1)
+    full = LlamaForCausalLM.from_pretrained(decoder_dir)
+    assert len(model.decoder.model.layers) == 1 and model.config.decoder_config.num_hidden_layers == 1
+    for name, tensor in model.decoder.state_dict().items():
+        torch.testing.assert_close(tensor, full.state_dict()[name])  # layer 0, norm, embeddings, head
+    model.save_pretrained(tmp_path / "one-layer")
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "one-layer")
+    assert len(reloaded.decoder.model.layers) == 1
+    features = processor(audio=synthetic_speech(), sampling_rate=16000)
+    assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]),
+                       model.generate(features["input_features"], features["attention_mask"]))
+    with pytest.raises(ValueError, match=r"decoder_num_layers must be in \[1, 2\]"):
+        causal_model_from_checkpoints(processor, tmp_path, decoder_num_layers=3)
+
+
+def lora_causal_checkpoint(processor, tmp_path):
+    """A tiny causal model from base checkpoints with LoRA adapters (random B, so they change the outputs), saved with
+    only its trainable weights."""
+    import train_hf
+
+    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
+    train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_alpha=4, lora_dropout=0.0))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".lora_B" in name:
+                parameter.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "lora")
+    processor.save_pretrained(tmp_path / "lora")
+    return tmp_path / "lora", model
+
+
+@needs_shared(WHISPER_TINY)
+def test_lora_adapters_reload_unmerged_and_train_further(processor, tmp_path):
+    """from_pretrained(merge_lora=False) restores the adapters as peft layers with the merged model's outputs;
+    train_hf --lora_r R on such a checkpoint trains the same adapters further (a different rank is refused)."""
+    import train_hf
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    checkpoint, _ = lora_causal_checkpoint(processor, tmp_path)
+    merged = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
+    unmerged = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint, merge_lora=False)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    adapters = {n for n, _ in unmerged.named_parameters() if "lora_" in n}
+    assert len(adapters) == 2 * 7 * 2 and unmerged.config.lora["r"] == 2
+    features = processor(audio=synthetic_speech(), sampling_rate=16000)
+    labels = processor(text=["hello world"])["labels"]
+    with torch.no_grad():
+        losses = [m(input_features=features["input_features"], attention_mask=features["attention_mask"],
+                    labels=labels).loss.item() for m in (merged, unmerged)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+    model, _ = train_hf.build_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=2))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == adapters | {n for n, _ in model.projector.named_parameters(prefix="projector")}
+    for name, tensor in unmerged.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor)
+    with pytest.raises(ValueError, match="rank 2"):
+        train_hf.build_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=4))
+
+
+@needs_shared(WHISPER_TINY)
+def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
+    """A causal decoder that trained only LoRA adapters converts to a LLaDA-layout decoder with the same adapters
+    (renamed): its checkpoint holds the projector and the adapters, the base weights are pulled and converted on load,
+    and the merged decoder equals the merged causal decoder, tensor by tensor."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    from conftest import ROOT
+    from modeling_llada import LLAMA_TO_LLADA_NAMES
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "demo" / "convert_ar_to_diffusion.py")
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+
+    checkpoint, _ = lora_causal_checkpoint(processor, tmp_path)
+    converter.convert(str(checkpoint), str(tmp_path / "diffusion"))
+    saved = load_file(tmp_path / "diffusion" / "model.safetensors")
+    assert all(k.startswith("projector.") or ".lora_" in k for k in saved)
+    assert any(".transformer.blocks.1.attn_out.lora_A." in k for k in saved)
+    config = json.loads((tmp_path / "diffusion" / "config.json").read_text())
+    assert config["decoder_type"] == "llada" and config["decoder_from_causal_lm"] is True
+    assert config["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
+
+    ar = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)  # adapters merged
+    diffusion = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion")
+    llama, blocks = ar.decoder.model.state_dict(), diffusion.decoder.model.transformer.blocks
+    for layer in range(2):
+        for llama_name, llada_name in LLAMA_TO_LLADA_NAMES.items():
+            torch.testing.assert_close(blocks[layer].state_dict()[llada_name], llama[f"layers.{layer}.{llama_name}"])
+    for name, tensor in ar.projector.state_dict().items():
+        torch.testing.assert_close(diffusion.projector.state_dict()[name], tensor)
+    assert diffusion.config.mask_token_id == processor.mask_token_id
+    unmerged = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion", merge_lora=False)
+    assert sum("lora_" in n for n, _ in unmerged.named_parameters()) == 2 * 7 * 2
 
 
 @needs_shared(WHISPER_TINY)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +154,22 @@ class WhisperLladaOutput(ModelOutput):
     ctc_loss: torch.Tensor | None = None  # the auxiliary CTC loss (unweighted) when config.ctc_weight > 0
 
 
+def keep_first_layers(causal_lm: PreTrainedModel, n_layers: int) -> PreTrainedModel:
+    """Truncates a causal LM (transformers' `model.layers` layout, e.g. Llama) in place to its first `n_layers`
+    layers; its final norm and LM head stay. The same layers `llada_config_from_llama(n_layers=...)` keeps."""
+    layers = causal_lm.get_decoder().layers
+    total = len(layers)
+    if not 1 <= int(n_layers) <= total:
+        raise ValueError(f"decoder_num_layers must be in [1, {total}] for this decoder, got {n_layers}.")
+    n_layers = int(n_layers)
+    causal_lm.get_decoder().layers = layers[:n_layers]
+    config = causal_lm.config
+    config.num_hidden_layers = n_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = list(config.layer_types)[:n_layers]
+    return causal_lm
+
+
 class WhisperLladaPreTrainedModel(PreTrainedModel):
     config_class = WhisperLladaConfig
     base_model_prefix = "whisper_llada"
@@ -240,7 +257,8 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
 
         With `decoder_from_causal_lm=True` the LLaDA decoder is converted from a Llama-architecture causal LM
         (`load_causal_lm_as_llada`; `decoder_gguf_file` for a GGUF checkpoint, `decoder_num_layers` to keep only the
-        first layers). `encoder_name_or_path=None` (only with a `config`) builds the encoder from the config, for
+        first layers); a causal decoder keeps its first `decoder_num_layers` layers too (the AR counterpart of such a
+        converted decoder). `encoder_name_or_path=None` (only with a `config`) builds the encoder from the config, for
         checkpoints that store its weights.
 
         If `processor` (a `WhisperLladaProcessor`) is given, the chat-prompt token ids are taken from it (for a causal
@@ -269,6 +287,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             decoder_class = AutoModelForCausalLM if decoder_type == "causal" else LladaForMaskedDiffusion
             kwargs = {"gguf_file": setting("decoder_gguf_file")} if setting("decoder_gguf_file") else {}
             decoder = decoder_class.from_pretrained(resolve_model_path(decoder_name_or_path), dtype=decoder_dtype, **kwargs)
+            if decoder_type == "causal":
+                n_layers = (config.decoder_config.num_hidden_layers if config is not None
+                            else config_kwargs.pop("decoder_num_layers", None))
+                if n_layers is not None:
+                    keep_first_layers(decoder, n_layers)
         if config is None:
             config_kwargs.pop("decoder_num_layers", None)
             if processor is not None:
@@ -359,8 +382,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                                                commit_description=commit_description)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, merge_lora: bool = True, **kwargs):
         """Loads a full checkpoint, or a trainable-weights-only checkpoint whose config names the base models.
+
+        LoRA adapters saved by a LoRA run (`config.lora`) are merged into the decoder's weights (peft not needed);
+        `merge_lora=False` keeps them as peft LoRA layers instead, e.g. to train them further.
 
         Without a `dtype` (and without a GPU `device_map`) the weights load as float32, whatever dtype they were saved
         in: on CPU, float16 matmuls are several times slower than float32. `dtype="auto"` (also what
@@ -391,7 +417,10 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             dtype=dtype,
         )
         trained = _load_safetensors_weights(pretrained_model_name_or_path, hub_kwargs)
-        trained = _merge_lora_weights(model, trained, getattr(config, "lora", None))
+        if merge_lora or not getattr(config, "lora", None):
+            trained = _merge_lora_weights(model, trained, getattr(config, "lora", None))
+        else:  # keep the adapters as adapters (to train them further); peft needed
+            inject_lora(model, config.lora)
         missing, unexpected = model.load_state_dict(trained, strict=False)
         if unexpected:
             raise ValueError(f"{pretrained_model_name_or_path}: unexpected weights {unexpected[:8]} in the checkpoint.")
@@ -642,13 +671,35 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
                                      **kwargs)
 
 
+def inject_lora(model: "WhisperLladaForConditionalGeneration", lora: dict, dropout: float | None = None) -> None:
+    """Injects peft LoRA layers (`lora`: {"r", "lora_alpha", "target_modules"[, "lora_dropout"]}) into the decoder's
+    transformer layers, in place (the model class stays the same), makes them trainable and records the settings in
+    `config.lora`, which `from_pretrained` reads to merge (or, with `merge_lora=False`, to restore) saved adapters.
+    `dropout` (training only) overrides `lora["lora_dropout"]`. Needs peft."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    causal = model.config.decoder_type == "causal"
+    # only inside the transformer layers: for LLaDA `ff_out` is also the name of the untied LM head
+    # (model.transformer.ff_out); causal LMs keep theirs in model.layers.{i}.{self_attn,mlp}.*
+    layers = r"layers\.\d+\..*" if causal else r"blocks\.\d+"
+    targets = list(lora["target_modules"])
+    pattern = r".*\." + layers + r"\.(" + "|".join(re.escape(t) for t in targets) + r")$"
+    dropout = float(lora.get("lora_dropout", 0.0) if dropout is None else dropout)
+    config = LoraConfig(r=int(lora["r"]), lora_alpha=lora.get("lora_alpha", lora["r"]), lora_dropout=dropout,
+                        target_modules=pattern, bias="none")
+    inject_adapter_in_model(config, model.decoder)
+    for name, param in model.decoder.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+    model.config.lora = {"r": int(lora["r"]), "lora_alpha": lora.get("lora_alpha", lora["r"]), "target_modules": targets,
+                         "lora_dropout": dropout}
+
+
 def _merge_lora_weights(model: nn.Module, weights: dict[str, torch.Tensor], lora: dict | None) -> dict[str, torch.Tensor]:
     """Merges LoRA adapters saved by a LoRA training run (peft names `X.lora_A[.adapter].weight` /
     `X.lora_B[.adapter].weight`, scaling `config.lora["lora_alpha"] / config.lora["r"]`) into the base weight
     `X.weight` of `model` (W += scaling * B @ A) and returns the remaining weights (peft's `X.base_layer.weight`
     renamed to `X.weight`). Without adapter weights, `weights` is returned unchanged."""
-    import re
-
     pattern = re.compile(r"^(.*)\.lora_A(?:\.[^.]+)?\.weight$")
     adapters = {m.group(1): name for name in weights if (m := pattern.match(name))}
     if not adapters:
