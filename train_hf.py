@@ -175,6 +175,12 @@ class ModelArguments:
         default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech embeddings read as tokens "
                                       "(logits = speech @ token embeddings^T); 0 = off. Needs --ctc_blank_id."})
     ctc_blank_id: Optional[int] = field(default=None, metadata={"help": "Unused token id used as the CTC blank."})
+    ctc_vocab: str = field(
+        default="all",
+        metadata={"help": "The CTC's classes: 'all' (the whole vocabulary) or 'train' (the tokens of the training "
+                          "transcripts plus the blank, saved as config.ctc_token_ids: a few thousand classes instead of "
+                          "a 50k vocabulary, which 6 h of audio cannot train)."},
+    )
     ctc_only: bool = field(
         default=False, metadata={"help": "Train the projector on the auxiliary CTC loss alone (the decoder is not run: "
                                          "a cheap warm-up of the speech-to-token-embedding mapping)."})
@@ -458,6 +464,10 @@ def build_model(model_args: ModelArguments):
         model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
+    if model_args.ctc_vocab not in ("all", "train"):
+        raise ValueError(f"--ctc_vocab must be 'all' or 'train', got {model_args.ctc_vocab!r}.")
+    if model_args.ctc_vocab == "train" and not model.config.ctc_weight:
+        raise ValueError("--ctc_vocab train needs --ctc_weight > 0 and --ctc_blank_id.")
     model.config.set_training_masks(**{name: getattr(model_args, name) for name in TRAINING_MASK_KEYS
                                        if getattr(model_args, name) is not None})
     if model_args.ctc_only:
@@ -504,6 +514,16 @@ def merge_lora(model: WhisperLladaForConditionalGeneration) -> None:
             setattr(model.get_submodule(parent_name), child, module.get_base_layer())
     if hasattr(model.config, "lora"):
         del model.config.lora
+
+
+def training_token_ids(dataset, processor: WhisperLladaProcessor, blank_id: int) -> list[int]:
+    """The sorted token ids of the training transcripts (as the collator tokenizes them) plus `blank_id`."""
+    if not hasattr(dataset, "__len__"):
+        raise ValueError("--ctc_vocab train needs local training data (a streamed hub: dataset cannot be read twice).")
+    ids = {int(blank_id)}
+    for text in dataset["text"]:
+        ids.update(processor.tokenizer(wld.normalize_transcript(text), add_special_tokens=False)["input_ids"])
+    return sorted(ids)
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -826,6 +846,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         print_skip_summary("train (loading)", train_stats)
     elif training_args.max_steps <= 0:
         raise ValueError("Streamed (hub:) training data has no length: set --max_steps.")
+    if model_args.ctc_vocab == "train" and getattr(model.config, "ctc_token_ids", None) is None:
+        ids = training_token_ids(train_dataset, processor, model.config.ctc_blank_id)
+        model.config.set_ctc_token_ids(ids)
+        print(f"[ctc] {len(ids)} classes: the tokens of the training transcripts and the blank", flush=True)
 
     cache = EncoderCache(data_args.encoder_cache_dir, model, data_args.encoder_cache_dtype) \
         if data_args.encoder_cache_dir else None

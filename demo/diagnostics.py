@@ -138,7 +138,10 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
         part = records[first : first + batch_size]
         features = processor(audio=[wld.load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
         speech, lengths = model.embed_speech(features["input_features"], features["attention_mask"])
-        best = model.speech_token_logits(speech).argmax(-1)  # (B, S)
+        best = model.speech_token_logits(speech).argmax(-1)  # (B, S) class indices
+        classes = model.ctc_class_ids()
+        if classes is not None:
+            best = classes[best]  # token ids
         for row, n in zip(best, lengths.tolist()):
             ids = torch.unique_consecutive(row[:n]).tolist()
             hypotheses.append(processor.tokenizer.decode([i for i in ids if i != blank], skip_special_tokens=True))

@@ -216,6 +216,29 @@ def test_auxiliary_ctc_loss_reads_speech_embeddings_as_tokens():
         tiny_config(ctc_weight=1.0)
 
 
+def test_ctc_over_a_subset_of_tokens_is_the_ctc_of_that_submatrix():
+    """config.ctc_token_ids: the speech embeddings are scored against those tokens' embeddings only (class k = the k-th
+    id), targets are mapped to class indices and tokens outside the set are left out; bad sets are clear errors."""
+    ids = [5, 6, 7, 9, 59]
+    torch.manual_seed(0)
+    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=ids)).eval()
+    assert model.ctc_class_ids().tolist() == ids
+    feats, mask = features(2, [3.0, 7.5])
+    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [9, 8, 5, 11, EOS_ID]])  # 8 and 11 are no class
+    speech, lengths = model.embed_speech(feats, mask)
+    table = model.decoder.get_input_embeddings().weight[ids]
+    log_probs = torch.log_softmax((speech @ table.T).float(), -1)
+    expected = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([0, 1, 2, 3, 0]), lengths,
+                                            torch.tensor([3, 2]), blank=4, reduction="mean", zero_infinity=True)
+    torch.testing.assert_close(model._speech_ctc_loss(speech, lengths, labels), expected)
+    assert model.speech_token_logits(speech).shape == (*speech.shape[:2], len(ids))
+    with pytest.raises(ValueError, match=r"must contain the CTC blank \(59\)"):
+        tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=[5, 6])
+    with pytest.raises(ValueError, match="ctc_token_ids"):
+        tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids="5,59")
+    assert tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=[59, 5, 5]).ctc_token_ids == [5, 59]
+
+
 def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     """SpecAugment settings zero about mask_time_prob of each audio's encoder frames, in spans inside the audio, and
     channel spans; in eval mode (decoding) the model is unchanged; bad settings are clear errors."""

@@ -289,6 +289,34 @@ def test_auxiliary_ctc_loss_is_logged_next_to_the_total(assets, tmp_path):
     assert all("ctc_loss" not in e for e in plain["trainer"].state.log_history)
 
 
+def test_ctc_vocab_train_restricts_the_ctc_to_the_training_tokens(assets, tmp_path):
+    """--ctc_vocab train: the CTC's classes are the tokens of the training transcripts (tokenized as the labels are)
+    plus the blank, saved in config.ctc_token_ids and kept when training goes on from the saved model."""
+    import json
+
+    import whisper_llada_data as wld
+    from processing_whisper_llada import WhisperLladaProcessor
+
+    out = tmp_path / "ctc"
+    result = train_hf.main(base_args(assets, out, "--max_steps", "1", "--ctc_weight", "1.0", "--ctc_blank_id", "59",
+                                     "--ctc_vocab", "train"))
+    processor = WhisperLladaProcessor.from_pretrained(out / "final")
+    expected = {59}
+    for record in wld.read_manifest(assets["manifest"]):
+        expected.update(processor.tokenizer(wld.normalize_transcript(record["text"]),
+                                            add_special_tokens=False)["input_ids"])
+    assert result["model"].config.ctc_token_ids == sorted(expected)
+    assert json.loads((out / "final" / "config.json").read_text())["ctc_token_ids"] == sorted(expected)
+    again = train_hf.main(base_args(assets, tmp_path / "again", "--max_steps", "1", "--ctc_weight", "1.0",
+                                    "--ctc_blank_id", "59", "--model_name_or_path", str(out / "final")))
+    assert again["model"].config.ctc_token_ids == sorted(expected)
+    with pytest.raises(ValueError, match="--ctc_vocab train needs --ctc_weight"):
+        train_hf.main(base_args(assets, tmp_path / "bad", "--max_steps", "1", "--ctc_vocab", "train"))
+    with pytest.raises(ValueError, match="'all' or 'train'"):
+        train_hf.main(base_args(assets, tmp_path / "bad2", "--max_steps", "1", "--ctc_weight", "1.0",
+                                "--ctc_blank_id", "59", "--ctc_vocab", "some"))
+
+
 def test_training_mask_flags_set_the_saved_config(assets, tmp_path):
     """--mask_time_prob / --mask_feature_prob (+ lengths) train with SpecAugment on the encoder frames, --block_mask_prob
     (+ length) with block-decoding masks; all are saved in the model's config (training only: decoding ignores them);

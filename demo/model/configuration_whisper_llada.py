@@ -205,6 +205,9 @@ class WhisperLladaConfig(PretrainedConfig):
             "trainable+encoder" also saves the frozen encoder (only the decoder base is pulled).
         ctc_weight / ctc_blank_id: training only: weight of an auxiliary CTC loss on the speech embeddings read as
             tokens (logits = speech @ token embeddings^T), with this unused token id as the blank (0 = off).
+        ctc_token_ids: the CTC reads the speech embeddings against these tokens only (sorted ids, the blank among
+            them; e.g. the tokens of the training transcripts: a few thousand classes instead of a 50k vocabulary);
+            None = the whole vocabulary. Target tokens outside the set are left out of the CTC target.
         mask_time_prob / mask_time_length / mask_feature_prob / mask_feature_length: training only: SpecAugment on the
             encoder frames (as Whisper's and wav2vec2's settings of the same names, but after the frozen encoder, so
             that it also applies to frames read from an encoder cache). About `mask_time_prob` of each audio's frames
@@ -244,6 +247,7 @@ class WhisperLladaConfig(PretrainedConfig):
         checkpoint_weights: str = "full",
         ctc_weight: float = 0.0,
         ctc_blank_id: int | None = None,
+        ctc_token_ids: list[int] | None = None,
         mask_time_prob: float = 0.0,
         mask_time_length: int = 10,
         mask_feature_prob: float = 0.0,
@@ -309,6 +313,7 @@ class WhisperLladaConfig(PretrainedConfig):
         self.ctc_blank_id = check_number("WhisperLladaConfig", "ctc_blank_id", ctc_blank_id, optional=True)
         if self.ctc_weight and self.ctc_blank_id is None:
             raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
+        self.set_ctc_token_ids(ctc_token_ids)
         self.set_training_masks(mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
                                 mask_feature_prob=mask_feature_prob, mask_feature_length=mask_feature_length,
                                 block_mask_prob=block_mask_prob, block_mask_length=block_mask_length)
@@ -322,6 +327,18 @@ class WhisperLladaConfig(PretrainedConfig):
             pad_token_id=pad_token_id if pad_token_id is not None else eos_token_id,
             **kwargs,
         )
+
+    def set_ctc_token_ids(self, token_ids: list[int] | None) -> None:
+        """Restricts the auxiliary CTC loss to these token ids (see the class docstring); checked here."""
+        ids = _int_list("WhisperLladaConfig", "ctc_token_ids", token_ids, optional=True)
+        if ids is not None:
+            ids = sorted(set(ids))
+            if self.ctc_blank_id is not None and self.ctc_blank_id not in ids:
+                raise ValueError(f"WhisperLladaConfig: ctc_token_ids must contain the CTC blank ({self.ctc_blank_id}).")
+            if len(ids) < 2 or ids[0] < 0:
+                raise ValueError("WhisperLladaConfig: ctc_token_ids must hold at least two token ids >= 0 (the blank "
+                                 f"and a token), got {token_ids[:8]!r}.")
+        self.ctc_token_ids = ids
 
     def set_training_masks(self, **values: Any) -> None:
         """Sets (and checks) the training-only masking settings given: SpecAugment (mask_time_prob, mask_time_length,

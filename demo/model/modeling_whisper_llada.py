@@ -594,21 +594,41 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         return output
 
     def speech_token_logits(self, speech: torch.Tensor) -> torch.Tensor:
-        """Speech embeddings (B, S, d) read as decoder tokens: (B, S, vocab) scores against the token embeddings, as the
-        auxiliary CTC loss reads them."""
-        return speech @ self.decoder.get_input_embeddings().weight.to(speech.dtype).T
+        """Speech embeddings (B, S, d) read as decoder tokens, as the auxiliary CTC loss reads them: (B, S, K) scores
+        against the token embeddings of the K CTC classes, `ctc_class_ids()` (the whole vocabulary by default)."""
+        weight = self.decoder.get_input_embeddings().weight
+        classes = self.ctc_class_ids()
+        if classes is not None:
+            weight = weight[classes.to(weight.device)]
+        return speech @ weight.to(speech.dtype).T
+
+    def ctc_class_ids(self) -> torch.LongTensor | None:
+        """The token id of each CTC class (`config.ctc_token_ids`, sorted), or None: class k is token id k."""
+        ids = getattr(self.config, "ctc_token_ids", None)
+        return None if ids is None else torch.tensor(ids, dtype=torch.long)
 
     def _speech_ctc_loss(self, speech: torch.Tensor, lengths: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
         """Auxiliary CTC loss that reads each speech embedding as a token: logits = speech @ (token embeddings)^T, the
         transcript (up to its first EOS) as the target, `config.ctc_blank_id` as the blank. It teaches the projector
         to put the spoken words where the decoder already knows them (its own token embeddings), so that a pretrained
-        decoder can read the speech from the first steps instead of first learning to ignore it."""
+        decoder can read the speech from the first steps instead of first learning to ignore it. With
+        `config.ctc_token_ids` only those tokens are classes; target tokens outside them are left out."""
         eos = self.config.eos_token_id
         is_eos = (labels == eos) | (labels == -100)
         target_lengths = (~is_eos).long().cumprod(-1).sum(-1)  # tokens before the first EOS
-        targets = torch.cat([row[:n] for row, n in zip(labels, target_lengths.tolist())])
-        log_probs = torch.log_softmax(self.speech_token_logits(speech).float(), dim=-1)  # (B, S, V)
-        return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=self.config.ctc_blank_id,
+        rows = [row[:n] for row, n in zip(labels, target_lengths.tolist())]
+        blank = self.config.ctc_blank_id
+        classes = self.ctc_class_ids()
+        if classes is not None:  # token ids -> class indices; tokens that are no class are dropped
+            lookup = torch.full((self.decoder.get_input_embeddings().weight.shape[0],), -1, dtype=torch.long)
+            lookup[classes] = torch.arange(len(classes))
+            lookup = lookup.to(labels.device)
+            rows = [mapped[mapped >= 0] for mapped in (lookup[row] for row in rows)]
+            target_lengths = torch.tensor([len(row) for row in rows], device=labels.device)
+            blank = int(lookup[blank])
+        targets = torch.cat(rows)
+        log_probs = torch.log_softmax(self.speech_token_logits(speech).float(), dim=-1)  # (B, S, K)
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=blank,
                           reduction="mean", zero_infinity=True)
 
     def _diffusion_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor,
