@@ -482,7 +482,33 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_outputs: torch.Tensor | None = None,
     ):
-        """Returns speech embeddings (B, S, d_model) and their valid lengths (B,).
+        """Returns the speech embeddings the decoder reads (B, S, d_model) and their valid lengths (B,): the
+        projector's outputs, or with `config.speech_embeddings == "token_mixture"` their CTC token mixtures
+        (`token_mixture`). Arguments as `project_speech`."""
+        states, lengths = self.project_speech(input_features, attention_mask, encoder_outputs)
+        return self.speech_embeddings_from(states), lengths
+
+    def speech_embeddings_from(self, states: torch.Tensor) -> torch.Tensor:
+        """Projector outputs (B, S, d) -> the speech embeddings the decoder reads: the outputs themselves, or
+        (`config.speech_embeddings == "token_mixture"`, LegoSLM-style) each one's expected token embedding under the
+        auxiliary CTC's posterior, softmax(speech_token_logits) @ the CTC classes' token embeddings: a speech embedding
+        the CTC reads confidently as a token is that token's own embedding, so a pretrained decoder reads the speech as
+        it reads text from the first step."""
+        if getattr(self.config, "speech_embeddings", "projector") != "token_mixture":
+            return states.to(self.decoder.dtype)
+        weight = self.decoder.get_input_embeddings().weight
+        classes = self.ctc_class_ids()
+        table = weight if classes is None else weight[classes.to(weight.device)]
+        posterior = torch.softmax(self.speech_token_logits(states).float(), dim=-1)  # (B, S, K)
+        return (posterior @ table.float()).to(self.decoder.dtype)
+
+    def project_speech(
+        self,
+        input_features: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_outputs: torch.Tensor | None = None,
+    ):
+        """Returns the projector's outputs (B, S, d_model) and their valid lengths (B,).
 
         `encoder_outputs` (B, T, d_enc): precomputed encoder frames (e.g. from an on-disk cache, trimmed to each
         audio's frames and zero-padded) used instead of running the encoder on `input_features`; `attention_mask` is
@@ -510,8 +536,9 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         frames = frames[:, :max_frames]  # drop frames past the longest audio's end before the projector
         if self.training:
             frames = spec_augment(frames, lengths * self.config.stack_factor, self.config)
-        speech = self.projector(frames.to(self.projector.mlp[0].weight.dtype))
-        return speech.to(self.decoder.dtype), lengths
+        states = self.projector(frames.to(self.projector.mlp[0].weight.dtype))
+        mixture = getattr(self.config, "speech_embeddings", "projector") == "token_mixture"
+        return (states if mixture else states.to(self.decoder.dtype)), lengths
 
     def build_prefix(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         """Splices each sample's valid speech embeddings into the chat prompt; left-pads to a common length.
@@ -578,11 +605,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
         ctc = None
         if inputs_embeds is None and self.config.ctc_weight:
-            speech, lengths = self.embed_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
-            ctc = self._speech_ctc_loss(speech, lengths, labels.to(speech.device))
+            states, lengths = self.project_speech(input_features, attention_mask, encoder_outputs=encoder_outputs)
+            ctc = self._speech_ctc_loss(states, lengths, labels.to(states.device))
             if self.ctc_only:  # projector warm-up: the decoder is not run at all
                 return WhisperLladaOutput(loss=ctc, ctc_loss=ctc)
-            prefix, prefix_mask = self.build_prefix(speech, lengths)
+            prefix, prefix_mask = self.build_prefix(self.speech_embeddings_from(states), lengths)
         else:
             prefix, prefix_mask = self.prepare_prefix(input_features, attention_mask, inputs_embeds, encoder_outputs)
         labels = labels.to(prefix.device)
@@ -595,11 +622,15 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
 
     def speech_token_logits(self, speech: torch.Tensor) -> torch.Tensor:
         """Speech embeddings (B, S, d) read as decoder tokens, as the auxiliary CTC loss reads them: (B, S, K) scores
-        against the token embeddings of the K CTC classes, `ctc_class_ids()` (the whole vocabulary by default)."""
+        against the token embeddings e of the K CTC classes, `ctc_class_ids()` (the whole vocabulary by default):
+        h . e, or with `config.ctc_scoring == "distance"` -||h - e||^2 (in float32)."""
         weight = self.decoder.get_input_embeddings().weight
         classes = self.ctc_class_ids()
         if classes is not None:
             weight = weight[classes.to(weight.device)]
+        if getattr(self.config, "ctc_scoring", "dot") == "distance":
+            h, e = speech.float(), weight.float()
+            return 2 * h @ e.T - (e * e).sum(-1) - (h * h).sum(-1, keepdim=True)
         return speech @ weight.to(speech.dtype).T
 
     def ctc_class_ids(self) -> torch.LongTensor | None:

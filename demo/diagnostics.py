@@ -137,7 +137,7 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
     for first in range(0, len(records), batch_size):
         part = records[first : first + batch_size]
         features = processor(audio=[wld.load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
-        speech, lengths = model.embed_speech(features["input_features"], features["attention_mask"])
+        speech, lengths = model.project_speech(features["input_features"], features["attention_mask"])
         best = model.speech_token_logits(speech).argmax(-1)  # (B, S) class indices
         classes = model.ctc_class_ids()
         if classes is not None:
