@@ -23,7 +23,6 @@ LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 DEFAULT_PROMPT = "transcribe the following speech to text:"
 
 DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
-CTC_SCORINGS = ("dot", "distance")  # how the auxiliary CTC scores speech embeddings against token embeddings
 SPEECH_EMBEDDINGS = ("projector", "token_mixture")  # what the decoder reads: the projector's outputs, or CTC mixtures
 # what save_pretrained writes: every weight; only the trainable ones (base models pulled by id on load); or the
 # trainable ones plus the frozen encoder (the decoder base is pulled by id; for a demo whose encoder is not on the Hub)
@@ -213,9 +212,6 @@ class WhisperLladaConfig(PretrainedConfig):
         speech_embeddings: what the decoder reads for the speech: "projector" (the projector's outputs, the
             default) or "token_mixture" (LegoSLM-style: each output's expected token embedding under the CTC's
             posterior, softmax(CTC scores) @ the CTC classes' embeddings; train it with the auxiliary CTC loss).
-        ctc_scoring: how the CTC scores a speech embedding h against a token embedding e: "dot" (h . e, the
-            default) or "distance" (-||h - e||^2: the best-scored speech embedding of a token is that token's own
-            embedding, so the decoder sees the spoken tokens as it sees text, not vectors that merely point their way).
         mask_time_prob / mask_time_length / mask_feature_prob / mask_feature_length: training only: SpecAugment on the
             encoder frames (as Whisper's and wav2vec2's settings of the same names, but after the frozen encoder, so
             that it also applies to frames read from an encoder cache). About `mask_time_prob` of each audio's frames
@@ -256,7 +252,6 @@ class WhisperLladaConfig(PretrainedConfig):
         ctc_weight: float = 0.0,
         ctc_blank_id: int | None = None,
         ctc_token_ids: list[int] | None = None,
-        ctc_scoring: str = "dot",
         speech_embeddings: str = "projector",
         mask_time_prob: float = 0.0,
         mask_time_length: int = 10,
@@ -324,9 +319,6 @@ class WhisperLladaConfig(PretrainedConfig):
         if self.ctc_weight and self.ctc_blank_id is None:
             raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
         self.set_ctc_token_ids(ctc_token_ids)
-        if ctc_scoring not in CTC_SCORINGS:
-            raise ValueError(f"WhisperLladaConfig: ctc_scoring must be one of {CTC_SCORINGS}, got {ctc_scoring!r}.")
-        self.ctc_scoring = ctc_scoring
         if speech_embeddings not in SPEECH_EMBEDDINGS:
             raise ValueError(f"WhisperLladaConfig: speech_embeddings must be one of {SPEECH_EMBEDDINGS}, got "
                              f"{speech_embeddings!r}.")

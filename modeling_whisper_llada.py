@@ -622,15 +622,11 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
 
     def speech_token_logits(self, speech: torch.Tensor) -> torch.Tensor:
         """Speech embeddings (B, S, d) read as decoder tokens, as the auxiliary CTC loss reads them: (B, S, K) scores
-        against the token embeddings e of the K CTC classes, `ctc_class_ids()` (the whole vocabulary by default):
-        h . e, or with `config.ctc_scoring == "distance"` -||h - e||^2 (in float32)."""
+        against the token embeddings of the K CTC classes, `ctc_class_ids()` (the whole vocabulary by default)."""
         weight = self.decoder.get_input_embeddings().weight
         classes = self.ctc_class_ids()
         if classes is not None:
             weight = weight[classes.to(weight.device)]
-        if getattr(self.config, "ctc_scoring", "dot") == "distance":
-            h, e = speech.float(), weight.float()
-            return 2 * h @ e.T - (e * e).sum(-1) - (h * h).sum(-1, keepdim=True)
         return speech @ weight.to(speech.dtype).T
 
     def ctc_class_ids(self) -> torch.LongTensor | None:

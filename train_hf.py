@@ -87,8 +87,8 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, CTC_SCORINGS, DEFAULT_PROMPT, SPEECH_EMBEDDINGS,
-                                        TRAINING_MASK_KEYS, LladaConfig, WhisperLladaConfig, check_number)
+from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, SPEECH_EMBEDDINGS, TRAINING_MASK_KEYS,
+                                        LladaConfig, WhisperLladaConfig, check_number)
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration, inject_lora
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
@@ -175,11 +175,6 @@ class ModelArguments:
         default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech embeddings read as tokens "
                                       "(logits = speech @ token embeddings^T); 0 = off. Needs --ctc_blank_id."})
     ctc_blank_id: Optional[int] = field(default=None, metadata={"help": "Unused token id used as the CTC blank."})
-    ctc_scoring: Optional[str] = field(
-        default=None,
-        metadata={"help": "How the CTC scores speech embeddings against token embeddings: 'dot' (default) or "
-                          "'distance' (-||h - e||^2: the speech embeddings become the spoken tokens' own embeddings)."},
-    )
     speech_embeddings: Optional[str] = field(
         default=None,
         metadata={"help": "What the decoder reads for the speech: 'projector' (default) or 'token_mixture' (each "
@@ -474,10 +469,6 @@ def build_model(model_args: ModelArguments):
         model.config.ctc_weight, model.config.ctc_blank_id = float(model_args.ctc_weight), model_args.ctc_blank_id
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
-    if model_args.ctc_scoring is not None:
-        if model_args.ctc_scoring not in CTC_SCORINGS:
-            raise ValueError(f"--ctc_scoring must be one of {CTC_SCORINGS}, got {model_args.ctc_scoring!r}.")
-        model.config.ctc_scoring = model_args.ctc_scoring
     if model_args.speech_embeddings is not None:
         if model_args.speech_embeddings not in SPEECH_EMBEDDINGS:
             raise ValueError(f"--speech_embeddings must be one of {SPEECH_EMBEDDINGS}, got {model_args.speech_embeddings!r}.")

@@ -239,23 +239,6 @@ def test_ctc_over_a_subset_of_tokens_is_the_ctc_of_that_submatrix():
     assert tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=[59, 5, 5]).ctc_token_ids == [5, 59]
 
 
-def test_ctc_distance_scoring_is_minus_the_squared_distance_to_each_token():
-    """ctc_scoring="distance": scores are -||h - e||^2, so a token's own embedding is its best-scored speech embedding
-    (with "dot" a longer vector pointing its way scores higher); an unknown scoring is refused."""
-    torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_scoring="distance"))
-    table = model.decoder.get_input_embeddings().weight.detach()
-    speech = torch.randn(2, 3, table.shape[1])
-    expected = -((speech[:, :, None, :] - table[None, None]) ** 2).sum(-1)
-    torch.testing.assert_close(model.speech_token_logits(speech), expected, rtol=1e-4, atol=1e-3)
-    own = model.speech_token_logits(table[None, [5, 7]]).argmax(-1)
-    assert own.tolist() == [[5, 7]]
-    longer = model.speech_token_logits(3 * table[None, [5]])[0, 0]
-    assert longer[5] < model.speech_token_logits(table[None, [5]])[0, 0, 5]
-    with pytest.raises(ValueError, match="ctc_scoring must be one of"):
-        tiny_config(ctc_scoring="cosine")
-
-
 def test_token_mixture_speech_embeddings_are_ctc_expected_token_embeddings():
     """speech_embeddings="token_mixture": the decoder reads softmax(CTC scores of the projector output) @ the classes'
     token embeddings, so a confidently read output is exactly that token's embedding; the CTC loss still reads the
