@@ -56,7 +56,8 @@ collator, in the main process).
 Multi-GPU: `torchrun --nproc_per_node N train_hf.py ...` or `accelerate launch train_hf.py ...` (DDP via the Trainer).
 Resuming: `--resume_from_checkpoint DIR` (or `true` for the last checkpoint in output_dir) restores weights,
 optimizer, scheduler, data position and RNG state (the masking RNG of the loss is torch's global RNG).
-`--max_train_minutes M` stops training after M minutes (then the final model is still saved).
+`--max_train_minutes M` stops training after M minutes, `--stop_at_step N` after N steps of a schedule that still
+spans `--max_steps` (to give a run another run's budget); either way the final model is still saved.
 """
 
 from __future__ import annotations
@@ -253,6 +254,11 @@ class WhisperLladaTrainingArguments(TrainingArguments):
     max_train_minutes: Optional[float] = field(
         default=None, metadata={"help": "Stop training after this many minutes; the final model is still saved."}
     )
+    stop_at_step: Optional[int] = field(
+        default=None, metadata={"help": "Stop after this many optimizer steps while the learning-rate schedule still "
+                                        "spans max_steps (to give a run another run's budget); the final model is "
+                                        "still saved."}
+    )
     final_model_dir: Optional[str] = field(
         default=None,
         metadata={"help": "Also write the final model + processor here (no optimizer state); default "
@@ -329,6 +335,8 @@ def parse_args(argv: Optional[list[str]] = None):
         raise ValueError(f"--on_bad_data must be 'skip' or 'error', got {data_args.on_bad_data!r}.")
     if data_args.max_seconds > 30:
         raise ValueError("--max_seconds must be <= 30: the Whisper encoder sees at most 30 s.")
+    if training_args.stop_at_step is not None and training_args.stop_at_step < 1:
+        raise ValueError(f"--stop_at_step must be a positive step count, got {training_args.stop_at_step}.")
     return model_args, data_args, training_args
 
 
@@ -735,24 +743,32 @@ class SpeechCollator:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class TimeBudgetCallback(TrainerCallback):
-    """Stops training once `minutes` have passed (all ranks agree); the Trainer then saves as usual."""
+class BudgetCallback(TrainerCallback):
+    """Stops training once `minutes` have passed or `stop_at_step` is reached (all ranks agree); the learning-rate
+    schedule still spans `max_steps`, and the Trainer then saves as usual."""
 
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60.0
+    def __init__(self, minutes: Optional[float] = None, stop_at_step: Optional[int] = None):
+        self.seconds = minutes * 60.0 if minutes else None
+        self.stop_at_step = stop_at_step
         self.start = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        over = time.time() - self.start > self.seconds
+        over_time = self.seconds is not None and time.time() - self.start > self.seconds
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([1.0 if over else 0.0], device=args.device if args.device.type != "mps" else "cpu")
+            flag = torch.tensor([1.0 if over_time else 0.0], device=args.device if args.device.type != "mps" else "cpu")
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            over = bool(flag.item() > 0)
-        if over:
-            logger.warning("time budget of %.1f min reached at step %d: stopping", self.seconds / 60, state.global_step)
+            over_time = bool(flag.item() > 0)
+        over_steps = self.stop_at_step is not None and state.global_step >= self.stop_at_step
+        if over_time or over_steps:
+            if over_time:
+                logger.warning("time budget of %.1f min reached at step %d: stopping", self.seconds / 60,
+                               state.global_step)
+            else:
+                logger.warning("stop_at_step %d reached (schedule spans %d steps): stopping", self.stop_at_step,
+                               state.max_steps)
             control.should_training_stop = True
             control.should_save = True
         return control
@@ -804,6 +820,15 @@ class WhisperLladaTrainer(Trainer):
             elif count:
                 sums[training] = (total, count)
         super().log(logs, *args, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """On resume, the frozen base weights that `save_pretrained` leaves out of a checkpoint are missing by design
+        (they stay as loaded); only a missing weight the checkpoint should hold is worth a warning."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        saved = model.checkpoint_state_dict() if hasattr(model, "checkpoint_state_dict") else None
+        if saved is not None:
+            load_result.missing_keys[:] = [k for k in load_result.missing_keys if k in saved]
+        super()._issue_warnings_after_load(load_result)
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -865,7 +890,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     collator = SpeechCollator(processor, cache, data_args.max_label_length, data_args.on_bad_data, train_stats,
                               max_seconds=data_args.max_seconds)
 
-    callbacks = [TimeBudgetCallback(training_args.max_train_minutes)] if training_args.max_train_minutes else []
+    callbacks = [BudgetCallback(training_args.max_train_minutes, training_args.stop_at_step)] \
+        if training_args.max_train_minutes or training_args.stop_at_step else []
     trainer = WhisperLladaTrainer(
         model=model,
         args=training_args,

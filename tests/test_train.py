@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import transformers
 from conftest import BOS_ID, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, ROOT, WHISPER_TINY, needs_shared, synthetic_speech, \
     tiny_config, tiny_decoder_config
 from safetensors.torch import load_file
@@ -344,6 +345,32 @@ def test_time_budget_stops_and_still_saves(assets, tmp_path):
     assert np.isfinite(result["metrics"]["train_loss"])
     assert model.decoder.dtype == torch.bfloat16 and model.projector.mlp[0].weight.dtype == torch.float32
     assert (out / "model.safetensors").is_file()
+
+
+def test_stop_at_step_keeps_the_schedule_and_resume_is_quiet(assets, tmp_path, caplog):
+    # --stop_at_step gives a run another run's budget: the first N steps of the same max_steps schedule
+    common = ["--max_steps", "6", "--lr_scheduler_type", "linear", "--per_device_train_batch_size", "2"]
+    full = train_hf.main(base_args(assets, tmp_path / "full", *common))
+    out = tmp_path / "stopped"
+    stopped = train_hf.main(base_args(assets, out, *common, "--stop_at_step", "3", "--save_strategy", "steps",
+                                      "--save_steps", "2"))
+    state = stopped["trainer"].state
+    assert state.global_step == 3 and state.max_steps == 6
+    lrs = lambda trainer: {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+    assert lrs(stopped["trainer"]) == {step: lr for step, lr in lrs(full["trainer"]).items() if step <= 3}
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="--stop_at_step must be a positive"):
+        train_hf.main(base_args(assets, tmp_path / "bad", "--max_steps", "2", "--stop_at_step", "0"))
+
+    # resuming a checkpoint that holds only the trainable weights: the frozen base weights are not "missing"
+    transformers.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            train_hf.main(base_args(assets, tmp_path / "resumed", *common, "--resume_from_checkpoint",
+                                    str(out / "checkpoint-2")))
+    finally:
+        transformers.logging.disable_propagation()
+    assert "missing keys" not in caplog.text
 
 
 def test_lora_saved_and_reloaded_gives_equal_outputs(assets, tmp_path):
