@@ -146,7 +146,7 @@ def test_official_llada_8b_config_and_key_names():
 def test_gradients_flow_through_frozen_decoder_with_checkpointing():
     model = LladaForMaskedDiffusion(tiny_decoder_config()).train()
     model.requires_grad_(False)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     embeds = torch.randn(2, 6, 32, requires_grad=True)
     model(inputs_embeds=embeds).logits.sum().backward()
     assert embeds.grad is not None and embeds.grad.abs().sum() > 0
