@@ -88,8 +88,8 @@ from transformers import (
     set_seed,
 )
 
-from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, SPEECH_EMBEDDINGS, TRAINING_MASK_KEYS,
-                                        LladaConfig, WhisperLladaConfig, check_number)
+from configuration_whisper_llada import (CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, TRAINING_MASK_KEYS, LladaConfig,
+                                        WhisperLladaConfig, check_number)
 from modeling_whisper_llada import LladaForMaskedDiffusion, WhisperLladaForConditionalGeneration, inject_lora
 from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 import whisper_llada_data as wld
@@ -478,9 +478,7 @@ def build_model(model_args: ModelArguments):
         if model_args.ctc_blank_id is None:
             raise ValueError("--ctc_weight needs --ctc_blank_id (an unused token id of the decoder's vocabulary).")
     if model_args.speech_embeddings is not None:
-        if model_args.speech_embeddings not in SPEECH_EMBEDDINGS:
-            raise ValueError(f"--speech_embeddings must be one of {SPEECH_EMBEDDINGS}, got {model_args.speech_embeddings!r}.")
-        model.config.speech_embeddings = model_args.speech_embeddings
+        model.config.set_speech_embeddings(model_args.speech_embeddings)
     if model_args.ctc_vocab not in ("all", "train"):
         raise ValueError(f"--ctc_vocab must be 'all' or 'train', got {model_args.ctc_vocab!r}.")
     if model_args.ctc_vocab == "train" and not model.config.ctc_weight:

@@ -319,10 +319,7 @@ class WhisperLladaConfig(PretrainedConfig):
         if self.ctc_weight and self.ctc_blank_id is None:
             raise ValueError("WhisperLladaConfig: ctc_weight > 0 needs ctc_blank_id (an unused token id as the CTC blank).")
         self.set_ctc_token_ids(ctc_token_ids)
-        if speech_embeddings not in SPEECH_EMBEDDINGS:
-            raise ValueError(f"WhisperLladaConfig: speech_embeddings must be one of {SPEECH_EMBEDDINGS}, got "
-                             f"{speech_embeddings!r}.")
-        self.speech_embeddings = speech_embeddings
+        self.set_speech_embeddings(speech_embeddings)
         self.set_training_masks(mask_time_prob=mask_time_prob, mask_time_length=mask_time_length,
                                 mask_feature_prob=mask_feature_prob, mask_feature_length=mask_feature_length,
                                 block_mask_prob=block_mask_prob, block_mask_length=block_mask_length)
@@ -348,6 +345,12 @@ class WhisperLladaConfig(PretrainedConfig):
                 raise ValueError("WhisperLladaConfig: ctc_token_ids must hold at least two token ids >= 0 (the blank "
                                  f"and a token), got {token_ids[:8]!r}.")
         self.ctc_token_ids = ids
+
+    def set_speech_embeddings(self, mode: str) -> None:
+        """What the decoder reads for the speech (see the class docstring); checked here."""
+        if mode not in SPEECH_EMBEDDINGS:
+            raise ValueError(f"WhisperLladaConfig: speech_embeddings must be one of {SPEECH_EMBEDDINGS}, got {mode!r}.")
+        self.speech_embeddings = mode
 
     def set_training_masks(self, **values: Any) -> None:
         """Sets (and checks) the training-only masking settings given: SpecAugment (mask_time_prob, mask_time_length,
