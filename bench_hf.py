@@ -26,7 +26,6 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from configuration_whisper_llada import LladaConfig, WhisperLladaConfig  # noqa: E402
 from whisper_llada_data import write_atomic  # noqa: E402
-from generation_llada import APPROXIMATE_SETTINGS, LladaGenerationConfig  # noqa: E402
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration  # noqa: E402
 from pipeline_whisper_llada import transcribe  # noqa: E402
 from processing_whisper_llada import WhisperLladaProcessor, load_audio  # noqa: E402
@@ -49,56 +47,33 @@ REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.
 TARGET_RTFX = {"A": 600, "B": 200, "C": 60}
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One benchmark row: a decoding string as `eval_hf.py --decoding` takes it ("C,kv_cache=dual,threshold=0.9"),
-    parsed by `LladaGenerationConfig.parse`."""
-
-    decoding: str
-
-    def generate_kwargs(self) -> dict:
-        return LladaGenerationConfig.parse(self.decoding)
-
-    @property
-    def name(self) -> str:
-        kwargs = self.generate_kwargs()
-        parts = [kwargs.get("decoding") or "default"]
-        parts += [f"{k}={v}" for k, v in kwargs.items() if k != "decoding" and k not in APPROXIMATE_SETTINGS]
-        name = ",".join(parts)
-        if kwargs.get("kv_cache"):
-            name += f" + {kwargs['kv_cache']} cache"
-        if kwargs.get("threshold") is not None:
-            name += f" + threshold {kwargs['threshold']:g}"
-        if kwargs.get("early_stop"):
-            name += " + early stop"
-        return name
-
-    @property
-    def exact(self) -> bool:
-        kwargs = self.generate_kwargs()
-        return not (kwargs.get("kv_cache") or kwargs.get("threshold") is not None or kwargs.get("early_stop"))
+CPU_VARIANTS = ["A", "B", "C", "D",
+                "B,kv_cache=prefix", "B,kv_cache=dual", "B,threshold=0.9", "B,early_stop=1",
+                "C,kv_cache=prefix", "C,kv_cache=dual", "C,threshold=0.9", "C,early_stop=1",
+                "C,kv_cache=dual,threshold=0.9,early_stop=1"]
+GPU_VARIANTS = ["A", "B", "C", "D", "B,kv_cache=dual", "C,kv_cache=dual", "C,kv_cache=dual,threshold=0.9"]
 
 
-CPU_VARIANTS = [Variant(d) for d in (
-    "A", "B", "C",
-    "B,kv_cache=prefix", "B,kv_cache=dual", "B,threshold=0.9", "B,early_stop=1",
-    "C,kv_cache=prefix", "C,kv_cache=dual", "C,threshold=0.9", "C,early_stop=1",
-    "C,kv_cache=dual,threshold=0.9,early_stop=1",
-)]
-GPU_VARIANTS = [Variant(d) for d in (
-    "A", "B", "C", "B,kv_cache=dual", "C,kv_cache=dual", "C,kv_cache=dual,threshold=0.9",
-)]
+def kind(config) -> str:
+    """How a row's tokens relate to LLaDA's reference sampler: "yes" (exact A/B/C), "anchored" (D: a different start,
+    deterministic) or "approx." (the Fast-dLLM-style options)."""
+    if config.kv_cache or config.threshold is not None or config.early_stop:
+        return "approx."
+    return "anchored" if config.anchored else "yes"
 
 
-def select_variants(variants: list[Variant], names: list[str] | None) -> list[Variant]:
-    """The variants named in `names` (all when None), in table order; unknown names are an error."""
+def select_variants(model, specs: list[str], names: list[str] | None) -> list:
+    """The resolved decoding configs of `specs` (the benchmark's rows, named by `config.name`) that `names` selects
+    (all when None), in table order; unknown names are an error. D needs a CTC head: left out without one."""
+    configs = [model.resolve_decoding(spec) for spec in specs
+               if not spec.startswith("D") or model.config.ctc_blank_id is not None]
     if not names:
-        return variants
-    known = {v.name: v for v in variants}
+        return configs
+    known = [config.name for config in configs]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"bench_hf.py: unknown --variants {unknown}; expected names among {list(known)}")
-    return [v for v in variants if v.name in names]
+        raise SystemExit(f"bench_hf.py: unknown --variants {unknown}; expected names among {known}")
+    return [config for config in configs if config.name in names]
 
 
 def synchronize(device: torch.device) -> None:
@@ -111,13 +86,26 @@ def batches(items: list, size: int):
         yield items[start : start + size]
 
 
-def time_whisper_llada(model, processor, waves, variant: Variant, batch_size: int, device) -> tuple[list[str], float]:
-    """Transcribes `waves` (sorted by length) through the pipeline's `transcribe` and returns the texts and the
-    processing seconds."""
+def time_whisper_llada(model, processor, waves, config, batch_size: int, device) -> tuple[list[str], float]:
+    """Transcribes `waves` (sorted by length) through the pipeline's `transcribe` with the resolved decoding `config`
+    and returns the texts and the processing seconds."""
     synchronize(device)
     start = time.perf_counter()
-    texts = transcribe(model, processor, waves, batch_size=batch_size, **variant.generate_kwargs())
+    texts = transcribe(model, processor, waves, batch_size=batch_size, generation_config=config)
     synchronize(device)
+    return texts, time.perf_counter() - start
+
+
+@torch.no_grad()
+def time_ctc(model, processor, waves, batch_size: int) -> tuple[list[str], float]:
+    """The CTC head's greedy reading alone (no decoder forward): texts and processing seconds."""
+    texts: list[str] = []
+    start = time.perf_counter()
+    for chunk in batches(waves, batch_size):
+        features = processor(audio=chunk, sampling_rate=16000)
+        states, lengths = model.project_speech(features["input_features"], features["attention_mask"])
+        tokens, _ = model.ctc_hypotheses(states, lengths)
+        texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens)
     return texts, time.perf_counter() - start
 
 
@@ -178,12 +166,18 @@ def run_cpu(args) -> None:
         time_whisper_ar(whisper, whisper_processor, waves[:1], 1)  # warm-up
         texts, seconds = time_whisper_ar(whisper, whisper_processor, waves, args.batch_size)
         whisper_rtfx = audio_seconds / seconds
-        rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx, True))
-        for variant in select_variants(CPU_VARIANTS, args.variants):
-            time_whisper_llada(model, processor, waves[:1], variant, 1, device)  # warm-up
-            texts, seconds = time_whisper_llada(model, processor, waves, variant, args.batch_size, device)
-            rows.append((f"demo whisper-llada {variant.name}", wer_percent(references, texts), audio_seconds / seconds,
-                         variant.exact))
+        rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx,
+                     "–"))
+        if model.config.ctc_blank_id is not None:
+            time_ctc(model, processor, waves[:1], 1)  # warm-up
+            texts, seconds = time_ctc(model, processor, waves, args.batch_size)
+            rows.append(("demo whisper-llada: CTC head alone (greedy)", wer_percent(references, texts),
+                         audio_seconds / seconds, "–"))
+        for config in select_variants(model, CPU_VARIANTS, args.variants):
+            time_whisper_llada(model, processor, waves[:1], config, 1, device)  # warm-up
+            texts, seconds = time_whisper_llada(model, processor, waves, config, args.batch_size, device)
+            rows.append((f"demo whisper-llada {config.name}", wer_percent(references, texts), audio_seconds / seconds,
+                         kind(config)))
             print(f"{rows[-1][0]}: WER {rows[-1][1]:.2f} %, RTFx {rows[-1][2]:.2f}", flush=True)
 
     body = ["## CPU: bundled demo model vs Whisper tiny.en (same run, same clips)\n",
@@ -192,9 +186,10 @@ def run_cpu(args) -> None:
             f"batch size {args.batch_size}; fp32\n",
             "| model / decoding | exact? | WER % | RTFx | RTFx / Whisper tiny.en |", "|---|---|---|---|---|"]
     for name, wer, rtfx, exact in rows:
-        body.append(f"| {name} | {'yes' if exact else 'approx.'} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
-    body.append("\n`exact` rows produce the tokens of LLaDA's reference sampler; `approx.` rows use the opt-in "
-                "Fast-dLLM-style options. WER uses Whisper's English normaliser.")
+        body.append(f"| {name} | {exact} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
+    body.append("\n`exact` rows produce the tokens of LLaDA's reference sampler; `anchored` (D) starts from the CTC "
+                "head's hypothesis instead of all-[MASK]; `approx.` rows use the opt-in Fast-dLLM-style options. WER "
+                "uses Whisper's English normaliser.")
     write_section("cpu", "\n".join(body))
 
 
@@ -221,6 +216,7 @@ def real_shape_model(tiny: bool, device: torch.device, dtype: torch.dtype) -> Wh
         encoder_config=encoder, decoder_config=decoder,
         prompt_prefix_ids=[decoder.bos_token_id] + rng.integers(0, 1000, 14).tolist(),  # 15 ids, as LLaDA's template
         prompt_suffix_ids=rng.integers(0, 1000, 6).tolist(),
+        ctc_blank_id=7, ctc_token_ids=list(range(1000)),  # a CTC head over 1000 tokens, for D
     )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -250,7 +246,8 @@ def merge_gpu_results(path: Path, setup: str, new: list[dict]) -> list[dict]:
             measured = {r["variant"] for r in new}
             rows = [r for r in saved["results"] if r["variant"] not in measured]
     rows += new
-    order = {v.name: i for i, v in enumerate(GPU_VARIANTS)}
+    order = {spec.replace(",kv_cache=", "+").replace(",threshold=", "+thr").replace(",early_stop=1", "+es"): i
+             for i, spec in enumerate(GPU_VARIANTS)}
     rows.sort(key=lambda r: (order.get(r["variant"], len(order)), r["batch_size"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"setup": setup, "results": rows}, indent=1))
@@ -277,19 +274,19 @@ def run_gpu(args) -> list[dict]:
     processor.batch_decode = decode_ids
     results = []
     with torch.inference_mode():
-        for variant in select_variants(GPU_VARIANTS, args.variants):
+        for config in select_variants(model, GPU_VARIANTS, args.variants):
             for batch_size in args.batch_sizes:
                 try:
-                    time_whisper_llada(model, processor, waves[:batch_size], variant, batch_size, device)  # warm-up
+                    time_whisper_llada(model, processor, waves[:batch_size], config, batch_size, device)  # warm-up
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
-                    _, seconds = time_whisper_llada(model, processor, waves, variant, batch_size, device)
+                    _, seconds = time_whisper_llada(model, processor, waves, config, batch_size, device)
                 except torch.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    print(f"{variant.name} batch {batch_size}: out of memory", flush=True)
+                    print(f"{config.name} batch {batch_size}: out of memory", flush=True)
                     continue
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-                results.append({"variant": variant.name, "exact": variant.exact, "batch_size": batch_size,
+                results.append({"variant": config.name, "exact": kind(config), "batch_size": batch_size,
                                 "rtfx": audio_seconds / seconds, "peak_gib": peak, "command": command_line(),
                                 "date": datetime.date.today().isoformat()})
                 print(results[-1], flush=True)
@@ -305,11 +302,14 @@ def run_gpu(args) -> list[dict]:
             f"max {max(durations):.1f} s); gen_length 128; sorted by duration then batched\n",
             "| decoding | exact? | batch | RTFx | peak GiB | reference RTFx | target RTFx |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        preset = r["variant"].split(" ")[0]
-        ref = REFERENCE_RTFX.get(preset, "") if r["exact"] else ""
-        target = TARGET_RTFX.get(preset, "") if r["exact"] else ""
-        body.append(f"| {r['variant']} | {'yes' if r['exact'] else 'approx. (random weights: unrepresentative)'} | "
-                    f"{r['batch_size']} | {r['rtfx']:.1f} | {r['peak_gib']:.1f} | {ref} | {target} |")
+        preset = r["variant"].split("+")[0]
+        exact = r["exact"] == "yes"
+        ref = REFERENCE_RTFX.get(preset, "") if exact else ""
+        target = TARGET_RTFX.get(preset, "") if exact else ""
+        label = {"yes": "yes", "anchored": "anchored (random weights: CTC confidences unrepresentative)"}.get(
+            r["exact"], "approx. (random weights: unrepresentative)")
+        body.append(f"| {r['variant']} | {label} | {r['batch_size']} | {r['rtfx']:.1f} | {r['peak_gib']:.1f} | {ref} | "
+                    f"{target} |")
     commands = sorted({(r["date"], r["command"]) for r in results})
     if len(commands) > 1:
         body.append("\nRows were measured by these runs (same device, same synthetic set):")
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     cpu.add_argument("--batch_size", type=int, default=1)
     cpu.add_argument("--threads", type=int, default=2)
     cpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                     help=f"subset of rows by name (default all): {', '.join(repr(v.name) for v in CPU_VARIANTS)}")
+                     help=f"subset of rows by name (default all, D only with a CTC head): {', '.join(CPU_VARIANTS)}")
     gpu = sub.add_parser("gpu", help="real shapes with random weights on a GPU")
     gpu.add_argument("--device", default="cuda")
     gpu.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64, 32, 16],
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--num_utterances", type=int, default=128)
     gpu.add_argument("--tiny", action="store_true", help="small shapes, print only (smoke test)")
     gpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                     help=f"subset of rows by name (default all): {', '.join(repr(v.name) for v in GPU_VARIANTS)}")
+                     help=f"subset of rows by name (default all): {', '.join(GPU_VARIANTS)}")
     gpu.add_argument("--results", default=str(ROOT / "outputs" / "bench_gpu_results.json"),
                      help="rows kept across runs on the same device and synthetic set (merged by variant)")
     return parser

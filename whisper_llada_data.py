@@ -56,7 +56,6 @@ import soundfile as sf
 
 from processing_whisper_llada import AudioInputError
 from processing_whisper_llada import load_audio as _load_audio
-from modeling_whisper_llada import make_readable  # noqa: F401  (one helper; save_pretrained uses it too)
 
 logger = logging.getLogger("whisper_llada_data")
 
@@ -383,6 +382,34 @@ def write_manifest(records: Iterable[Mapping[str, Any]], path: PathLike) -> int:
             os.unlink(tmp_name)
         raise
     return count
+
+
+def make_readable(directory: PathLike, recursive: bool = False) -> None:
+    """Gives the files in `directory` (and the directory itself) the permissions a plain `open()` would have given
+    them: `0o666 & ~umask` for files, `0o777 & ~umask` for directories (bits are only added, never removed).
+
+    safetensors (and `tempfile`) write through private temporary files, so e.g. `model.safetensors` ends up mode 0600
+    while the files next to it are 0644; a checkpoint that is shared or uploaded must be readable like the rest.
+    Symbolic links are left alone; `recursive` descends into sub-directories."""
+    umask = os.umask(0)
+    os.umask(umask)
+    file_bits, dir_bits = 0o666 & ~umask, 0o777 & ~umask
+
+    def fix(path: str, bits: int) -> None:
+        mode = os.lstat(path).st_mode & 0o7777
+        if mode | bits != mode:
+            os.chmod(path, mode | bits)
+
+    root = os.fspath(directory)
+    fix(root, dir_bits)
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_symlink():
+                continue
+            if entry.is_file():
+                fix(entry.path, file_bits)
+            elif entry.is_dir() and recursive:
+                make_readable(entry.path, recursive=True)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -173,7 +173,8 @@ def processor():
 # ----------------------------------------------------------------------------------------------------------------------
 
 PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py",
-                 "modeling_llada.py", "generation_llada.py", "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"}
+                 "modeling_llada.py", "modeling_causal_decoder.py", "generation_llada.py", "pipeline_whisper_llada.py",
+                 "modelcard_whisper_llada.py"}
 
 CHILD_SCRIPT = textwrap.dedent(
     """
@@ -265,11 +266,12 @@ def manifest(tmp_path_factory):
 
 
 def count_generate(monkeypatch) -> list[int]:
-    """Wraps the model eval_hf loads so that its generate records the batch size of each call."""
-    import eval_hf
+    """Wraps the models eval_hf.py loads (`whisper_llada_eval_inputs.load_model_and_processor`) so that their generate
+    records the batch size of each call."""
+    import whisper_llada_eval_inputs
 
     calls = []
-    load = eval_hf.load_model_and_processor
+    load = whisper_llada_eval_inputs.load_model_and_processor
 
     def counting_load(*args, **kwargs):
         model, processor = load(*args, **kwargs)
@@ -282,7 +284,7 @@ def count_generate(monkeypatch) -> list[int]:
         model.generate = counted
         return model, processor
 
-    monkeypatch.setattr(eval_hf, "load_model_and_processor", counting_load)
+    monkeypatch.setattr(whisper_llada_eval_inputs, "load_model_and_processor", counting_load)
     return calls
 
 

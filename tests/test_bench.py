@@ -11,22 +11,26 @@ import bench_hf
 def test_gpu_benchmark_runs_on_tiny_shapes():
     args = bench_hf.build_parser().parse_args(
         ["gpu", "--tiny", "--device", "cpu", "--num_utterances", "3", "--batch_sizes", "1", "2",
-         "--variants", "A", "C + dual cache"])
+         "--variants", "A", "D", "C+dual"])
     rows = bench_hf.run_gpu(args)
-    # batch size 1, then the first larger size that fits; both variants; only the cache row is approximate
+    # batch size 1, then the first larger size that fits; every variant (D through the CTC head); exactness labelled
     assert [(r["variant"], r["batch_size"], r["exact"]) for r in rows] == [
-        ("A", 1, True), ("A", 2, True), ("C + dual cache", 1, False), ("C + dual cache", 2, False)]
+        ("A", 1, "yes"), ("A", 2, "yes"), ("D", 1, "anchored"), ("D", 2, "anchored"), ("C+dual", 1, "approx."),
+        ("C+dual", 2, "approx.")]
     assert all(r["rtfx"] > 0 for r in rows)
 
 
-def test_unknown_variant_is_rejected_by_name():
-    with pytest.raises(SystemExit, match="unknown --variants \\['D'\\]"):
-        bench_hf.select_variants(bench_hf.GPU_VARIANTS, ["A", "D"])
-    assert [v.name for v in bench_hf.select_variants(bench_hf.GPU_VARIANTS, ["C", "A"])] == ["A", "C"]
+def test_unknown_variant_is_rejected_by_name(tiny_model):
+    with pytest.raises(SystemExit, match="unknown --variants \\['E'\\]"):
+        bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, ["A", "E"])
+    assert [c.name for c in bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, ["C", "A"])] == ["A", "C"]
+    # D needs a CTC head: not offered by a model without one
+    assert "D" not in [c.name for c in bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, None)]
 
 
 def row(variant: str, batch: int, rtfx: float) -> dict:
-    return {"variant": variant, "exact": "+" not in variant, "batch_size": batch, "rtfx": rtfx, "peak_gib": 1.0,
+    return {"variant": variant, "exact": "approx." if "+" in variant else "yes", "batch_size": batch, "rtfx": rtfx,
+            "peak_gib": 1.0,
             "command": f"python bench_hf.py gpu --variants {variant}", "date": "2026-11-24"}
 
 

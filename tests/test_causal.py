@@ -70,8 +70,9 @@ def test_config_builds_causal_decoder_from_dict(causal_model):
     from transformers import LlamaForCausalLM
 
     from configuration_whisper_llada import WhisperLladaConfig
+    from modeling_causal_decoder import CausalLMDecoder
 
-    assert isinstance(causal_model.decoder, LlamaForCausalLM)
+    assert isinstance(causal_model.decoder, CausalLMDecoder) and isinstance(causal_model.decoder.lm, LlamaForCausalLM)
     assert causal_model.projector.mlp[-1].out_features == 32
     config = WhisperLladaConfig(**causal_model.config.to_dict())  # dict with model_type -> AutoConfig.for_model
     assert config.decoder_type == "causal" and type(config.decoder_config).__name__ == "LlamaConfig"
@@ -124,7 +125,7 @@ def test_loss_is_next_token_cross_entropy(causal_model, batch):
             answer = labels[row].tolist()
             answer = answer[: answer.index(EOS_ID) + 1]
             inputs = torch.cat((prefix, embed(torch.tensor([answer]))), dim=1)
-            logits = model.decoder(inputs_embeds=inputs).logits[0]
+            logits = model.decoder.lm(inputs_embeds=inputs).logits[0]
             width = prefix.shape[1]
             for j, token in enumerate(answer):
                 total += F.cross_entropy(logits[width - 1 + j][None], torch.tensor([token]), reduction="sum").item()
@@ -158,7 +159,7 @@ def manual_greedy(model, prefix, max_new_tokens):
     with torch.no_grad():
         for _ in range(max_new_tokens):
             inputs = torch.cat((prefix, embed(torch.tensor([tokens], dtype=torch.long))), dim=1)
-            token = int(model.decoder(inputs_embeds=inputs).logits[0, -1].argmax())
+            token = int(model.decoder.lm(inputs_embeds=inputs).logits[0, -1].argmax())
             tokens.append(token)
             if token in (EOS_ID, EOT_ID):
                 break
@@ -193,13 +194,15 @@ def test_beam_search_is_allowed(causal_model, batch):
     assert beams.shape[0] == 2 and beams.shape[1] <= 6 and int(beams.max()) < TINY_VOCAB
 
 
-@pytest.mark.parametrize("kwargs", [{"decoding": "A"}, {"steps": 8}, {"block_length": 4}, {"remasking": "random"},
+@pytest.mark.parametrize("kwargs", [{"steps": 8}, {"block_length": 4}, {"remasking": "random"},
                                     {"threshold": 0.9}, {"kv_cache": "dual"}, {"early_stop": True}, {"step": 8}])
 def test_diffusion_settings_are_rejected(causal_model, batch, kwargs):
-    """generate() hands off to transformers' generate for a causal decoder, which names arguments it cannot use."""
+    """A causal decoder decodes with transformers' generate: settings it cannot use are named before decoding."""
     features, mask, _ = batch
     with pytest.raises(ValueError, match=f"not used by the model: \\['{next(iter(kwargs))}'\\]"):
         causal_model.generate(features, mask, **kwargs)
+    with pytest.raises(ValueError, match="a causal decoder decodes with AR"):
+        causal_model.generate(features, mask, decoding="B")
 
 
 def test_misspelled_argument_raises_for_a_llada_model(tiny_model, batch):
@@ -273,26 +276,28 @@ def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
     out = asr(str(path))
     assert set(out) == {"text"} and out["text"] == processor.batch_decode(calls[-1]["ids"])[0]
     beams = asr(str(path), generate_kwargs={"num_beams": 2, "max_new_tokens": 8})
-    assert calls[-1]["num_beams"] == 2 and calls[-1]["ids"].shape[1] <= 8 and isinstance(beams["text"], str)
-    with pytest.raises(ValueError, match=r"not used by the model: \['decoding'\]"):
+    config = calls[-1]["generation_config"]
+    assert config.num_beams == 2 and calls[-1]["ids"].shape[1] <= 8 and isinstance(beams["text"], str)
+    with pytest.raises(ValueError, match="a causal decoder decodes with AR"):
         asr(str(path), generate_kwargs={"decoding": "B"})
 
 
-def causal_model_from_checkpoints(processor, tmp_path, **kwargs):
-    """A tiny Llama saved to disk + the real Whisper tiny.en encoder, built like a user would from base checkpoints."""
+def causal_model_from_checkpoints(processor, tmp_path, num_layers=None):
+    """A tiny Llama (with the processor's tokenizer) saved to disk + the real Whisper tiny.en encoder, built with the
+    builder like a user would from base checkpoints."""
     from transformers import LlamaForCausalLM
 
-    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from build_whisper_llada import DecoderSpec, ModelSpec, build_model
 
     torch.manual_seed(0)
     decoder_dir = tmp_path / "tiny-llama"
     if not decoder_dir.exists():
         LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
-    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        WHISPER_TINY, decoder_dir, processor=processor, decoder_type="causal", projector_hidden_sizes=[32, 16, 32],
-        **kwargs,
-    ).eval()
-    model.generation_config.max_new_tokens = 8
+        processor.tokenizer.save_pretrained(decoder_dir)
+    spec = ModelSpec(encoder=str(WHISPER_TINY), decoder=DecoderSpec(str(decoder_dir), kind="causal", num_layers=num_layers),
+                     projector_hidden_sizes=[32, 16, 32])
+    model, _ = build_model(spec)
+    model.eval().generation_config.max_new_tokens = 8
     return decoder_dir, model
 
 
@@ -306,7 +311,7 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
     c = model.config
     assert c.checkpoint_weights == "trainable" and c.decoder_type == "causal"
-    assert isinstance(model.decoder, LlamaForCausalLM) and c.decoder_name_or_path == str(decoder_dir)
+    assert isinstance(model.decoder.lm, LlamaForCausalLM) and c.decoder_name_or_path == str(decoder_dir)
     assert (c.eos_token_id, c.eot_token_id) == (processor.eos_token_id, processor.eot_token_id)
     assert c.prompt_prefix_ids == processor.prompt_ids()[0]
     with torch.no_grad():
@@ -318,7 +323,7 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     weights = load_file(checkpoint / "model.safetensors")
     assert set(weights) == {name for name, _ in model.projector.named_parameters(prefix="projector")}
     reloaded = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
-    assert reloaded.config.decoder_type == "causal" and isinstance(reloaded.decoder, LlamaForCausalLM)
+    assert reloaded.config.decoder_type == "causal" and isinstance(reloaded.decoder.lm, LlamaForCausalLM)
     for name, tensor in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
     features = processor(audio=synthetic_speech(), sampling_rate=16000)
@@ -334,28 +339,28 @@ def test_causal_decoder_keeps_its_first_layers_also_when_pulled_on_load(processo
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
-    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path, decoder_num_layers=1)
+    decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path, num_layers=1)
     full = LlamaForCausalLM.from_pretrained(decoder_dir)
-    assert len(model.decoder.model.layers) == 1 and model.config.decoder_config.num_hidden_layers == 1
-    for name, tensor in model.decoder.state_dict().items():
+    assert len(model.decoder.lm.model.layers) == 1 and model.config.decoder_config.num_hidden_layers == 1
+    for name, tensor in model.decoder.lm.state_dict().items():
         torch.testing.assert_close(tensor, full.state_dict()[name])  # layer 0, norm, embeddings, head
     model.save_pretrained(tmp_path / "one-layer")
     reloaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "one-layer")
-    assert len(reloaded.decoder.model.layers) == 1
+    assert len(reloaded.decoder.lm.model.layers) == 1
     features = processor(audio=synthetic_speech(), sampling_rate=16000)
     assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]),
                        model.generate(features["input_features"], features["attention_mask"]))
     with pytest.raises(ValueError, match=r"decoder_num_layers must be in \[1, 2\]"):
-        causal_model_from_checkpoints(processor, tmp_path, decoder_num_layers=3)
+        causal_model_from_checkpoints(processor, tmp_path, num_layers=3)
 
 
 def lora_causal_checkpoint(processor, tmp_path):
     """A tiny causal model from base checkpoints with LoRA adapters (random B, so they change the outputs), saved with
     only its trainable weights."""
-    import train_hf
+    from build_whisper_llada import apply_lora
 
     decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
-    train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_alpha=4, lora_dropout=0.0))
+    apply_lora(model, {"r": 2, "lora_alpha": 4})
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if ".lora_B" in name:
@@ -366,40 +371,42 @@ def lora_causal_checkpoint(processor, tmp_path):
 
 
 @needs_shared(WHISPER_TINY)
-def test_lora_adapters_reload_unmerged_and_train_further(processor, tmp_path):
-    """from_pretrained(merge_lora=False) restores the adapters as peft layers with the merged model's outputs;
-    train_hf --lora_r R on such a checkpoint trains the same adapters further (a different rank is refused)."""
+def test_lora_adapters_reload_and_train_further(processor, tmp_path):
+    """A LoRA checkpoint reloads with its adapters as modules (no peft) and the same outputs; train_hf --lora_r R on it
+    trains the same adapters further (a different rank is refused; --lora_r 0 keeps them frozen)."""
     import train_hf
 
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
-    checkpoint, _ = lora_causal_checkpoint(processor, tmp_path)
-    merged = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
-    unmerged = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint, merge_lora=False)
-    assert not any("lora_" in n for n, _ in merged.named_parameters())
-    adapters = {n for n, _ in unmerged.named_parameters() if "lora_" in n}
-    assert len(adapters) == 2 * 7 * 2 and unmerged.config.lora["r"] == 2
+    checkpoint, model = lora_causal_checkpoint(processor, tmp_path)
+    reloaded = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
+    adapters = {n for n, _ in reloaded.named_parameters() if "lora_" in n}
+    assert len(adapters) == 2 * 7 * 2 and reloaded.config.lora["r"] == 2
     features = processor(audio=synthetic_speech(), sampling_rate=16000)
     labels = processor(text=["hello world"])["labels"]
     with torch.no_grad():
         losses = [m(input_features=features["input_features"], attention_mask=features["attention_mask"],
-                    labels=labels).loss.item() for m in (merged, unmerged)]
+                    labels=labels).loss.item() for m in (model, reloaded)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
-    model, _ = train_hf.build_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=2))
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == adapters | {n for n, _ in model.projector.named_parameters(prefix="projector")}
-    for name, tensor in unmerged.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], tensor)
+    further, _ = train_hf.prepare_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=2))
+    trainable = {n for n, p in further.named_parameters() if p.requires_grad}
+    assert trainable == adapters | {n for n, _ in further.projector.named_parameters(prefix="projector")}
+    for name, tensor in reloaded.state_dict().items():
+        torch.testing.assert_close(further.state_dict()[name], tensor)
+    frozen, _ = train_hf.prepare_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=0))
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == {
+        n for n, _ in frozen.projector.named_parameters(prefix="projector")}
+    assert {n for n in frozen.checkpoint_state_dict() if "lora_" in n} == adapters  # frozen adapters are still saved
     with pytest.raises(ValueError, match="rank 2"):
-        train_hf.build_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=4))
+        train_hf.prepare_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=4))
 
 
 @needs_shared(WHISPER_TINY)
 def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
     """A causal decoder that trained only LoRA adapters converts to a LLaDA-layout decoder with the same adapters
     (renamed): its checkpoint holds the projector and the adapters, the base weights are pulled and converted on load,
-    and the merged decoder equals the merged causal decoder, tensor by tensor."""
+    and each converted module equals its causal counterpart, base and adapters."""
     import importlib.util
 
     from safetensors.torch import load_file
@@ -421,32 +428,38 @@ def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
     assert config["decoder_type"] == "llada" and config["decoder_from_causal_lm"] is True
     assert config["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
 
-    ar = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)  # adapters merged
+    ar = WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
     diffusion = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion")
-    llama, blocks = ar.decoder.model.state_dict(), diffusion.decoder.model.transformer.blocks
+    llama, blocks = ar.decoder.lm.model.state_dict(), diffusion.decoder.model.transformer.blocks
     for layer in range(2):
         for llama_name, llada_name in LLAMA_TO_LLADA_NAMES.items():
-            torch.testing.assert_close(blocks[layer].state_dict()[llada_name], llama[f"layers.{layer}.{llama_name}"])
+            module = llama_name[: -len(".weight")]
+            if f"layers.{layer}.{module}.base_layer.weight" in llama:  # adapted: base and adapters
+                llada_module = llada_name[: -len(".weight")]
+                for part in ("base_layer.weight", "lora_A.default.weight", "lora_B.default.weight"):
+                    torch.testing.assert_close(blocks[layer].state_dict()[f"{llada_module}.{part}"],
+                                               llama[f"layers.{layer}.{module}.{part}"])
+            else:
+                torch.testing.assert_close(blocks[layer].state_dict()[llada_name], llama[f"layers.{layer}.{llama_name}"])
     for name, tensor in ar.projector.state_dict().items():
         torch.testing.assert_close(diffusion.projector.state_dict()[name], tensor)
     assert diffusion.config.mask_token_id == processor.mask_token_id
-    unmerged = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion", merge_lora=False)
-    assert sum("lora_" in n for n, _ in unmerged.named_parameters()) == 2 * 7 * 2
+    assert sum("lora_" in n for n, _ in diffusion.named_parameters()) == 2 * 7 * 2
 
 
 @needs_shared(WHISPER_TINY)
-def test_lora_targets_llama_modules_and_merges_on_load(processor, tmp_path):
-    import train_hf
-
+def test_lora_targets_llama_modules_and_reloads(processor, tmp_path):
+    from build_whisper_llada import apply_lora
+    from modeling_causal_decoder import CausalLMDecoder
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     decoder_dir, model = causal_model_from_checkpoints(processor, tmp_path)
-    train_hf.add_lora(model, train_hf.ModelArguments(lora_r=2, lora_dropout=0.0))
+    apply_lora(model, {"r": 2})
     adapted = {name.split(".lora_")[0] for name, p in model.named_parameters() if ".lora_" in name and p.requires_grad}
     assert {name.rsplit(".", 1)[-1] for name in adapted} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                              "up_proj", "down_proj"}
-    assert len(adapted) == 7 * 2 and all(".model.layers." in name for name in adapted)  # not the LM head
-    assert model.config.lora["target_modules"] == train_hf.LORA_TARGETS_CAUSAL.split(",")
+    assert len(adapted) == 7 * 2 and all(".lm.model.layers." in name for name in adapted)  # not the LM head
+    assert model.config.lora["target_modules"] == list(CausalLMDecoder.lora_targets)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if ".lora_B" in name:
@@ -475,20 +488,47 @@ def test_train_hf_builds_a_causal_decoder_from_scratch():
                         "intermediate_size": 48, "tie_word_embeddings": True},
         checkpoint_weights="full", train_decoder=True,
     )
-    model, processor = train_hf.build_model(model_args)
-    assert isinstance(model.decoder, LlamaForCausalLM) and model.config.decoder_type == "causal"
+    model, processor = train_hf.prepare_model(model_args)
+    assert isinstance(model.decoder.lm, LlamaForCausalLM) and model.config.decoder_type == "causal"
     assert model.decoder.config.vocab_size == len(processor.tokenizer)
     assert model.config.eos_token_id == processor.eos_token_id == model.decoder.config.eos_token_id
     trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"projector", "decoder"}
     with pytest.raises(ValueError, match="model_type"):
-        train_hf.build_model(train_hf.ModelArguments(encoder_name_or_path=str(WHISPER_TINY), decoder_type="causal",
+        train_hf.prepare_model(train_hf.ModelArguments(encoder_name_or_path=str(WHISPER_TINY), decoder_type="causal",
                                                      decoder_config={"hidden_size": 32}))
+
+
+def test_ar_decoding_specs_resolve_on_causal_models_only(causal_model):
+    """"AR..." specs resolve to ARGenerationConfig on a causal-decoder model (named and recorded like the presets);
+    eval's global approximations never apply to them; masked-diffusion specs do not apply, and bad ones raise."""
+    from conftest import tiny_whisper_llada
+    from whisper_llada_eval import DecodingRequest, resolve_decodings
+    from whisper_llada_eval_inputs import LoadedModel
+
+    kind = type(causal_model.resolve_decoding())
+    assert kind.handles("AR,num_beams=2") and not kind.handles("B")
+    config = causal_model.resolve_decoding("AR,gen_length=8,num_beams=2")
+    assert config.name == "AR,max_new_tokens=8,num_beams=2" and config.explicit == ["max_new_tokens", "num_beams"]
+    assert config.settings() == {"decoding": "AR", "steps": None, "gen_length": 8, "block_length": None,
+                                 "num_blocks": None, "num_beams": 2, "temperature": 0.0, "remasking": None,
+                                 "threshold": None, "kv_cache": None, "early_stop": False}
+    loaded = LoadedModel("ar", "ar", causal_model, None, {}, None)
+    request = DecodingRequest(["A", "AR", "AR,num_beams=2"], threshold=0.9, kv_cache="dual", early_stop=True)
+    configs = [config for _, config in resolve_decodings(loaded, request)]
+    assert [c.name for c in configs] == ["AR", "AR,num_beams=2"]
+    assert [(c.max_new_tokens, c.num_beams) for c in configs] == [(12, 1), (12, 2)]
+    assert all(c.settings()["threshold"] is None and c.settings()["kv_cache"] is None for c in configs)
+    with pytest.raises(ValueError, match="AR decoding takes only"):
+        causal_model.resolve_decoding("AR,steps=4")
+    with pytest.raises(ValueError, match="num_beams"):
+        tiny_whisper_llada().resolve_decoding("B,num_beams=2")
 
 
 @needs_shared(WHISPER_TINY)
 def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, tmp_path):
     import eval_hf
+    from whisper_llada_eval_inputs import safe_name
 
     causal_dir, llada_dir = tmp_path / "ar", tmp_path / "llada"
     for model, directory in ((asr_model, causal_dir), (make_tiny_asr_model(processor), llada_dir)):
@@ -499,31 +539,27 @@ def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, t
     manifest.write_text("".join(json.dumps({**line, "audio_filepath": str(DEMO_AUDIO / line["audio_filepath"])}) + "\n"
                                 for line in lines if line["key"] in CLIPS[:2]))
 
-    d = eval_hf.parse_decoding("AR,num_beams=2")
-    assert d.autoregressive and d.name == "AR,num_beams=2" and d.generate_kwargs() == {"num_beams": 2}
-    assert eval_hf.parse_decoding("AR", threshold=0.9).generate_kwargs() == {}  # global approximations: not for AR
-    with pytest.raises(ValueError, match="AR decoding takes only"):
-        eval_hf.parse_decoding("AR,steps=4")
-    with pytest.raises(ValueError, match="AR"):
-        eval_hf.parse_decoding("B,num_beams=2")
-
     out = tmp_path / "out"
     common = ["--data", str(manifest), "--device", "cpu", "--warmup_batches", "0", "--no_progress", "--batch_size", "2"]
     assert eval_hf.main(["--model", str(llada_dir), str(causal_dir), "--decoding", "A", "AR", "AR,num_beams=2",
-                         "--output_dir", str(out), *common]) == 0
+                         "--threshold", "0.9", "--output_dir", str(out), *common]) == 0
     report = json.loads((out / "results.json").read_text())
     rows = [(r["model"], r["decoding"]) for r in report["results"]]
-    assert rows == [(str(llada_dir), "A"), (str(causal_dir), "AR"), (str(causal_dir), "AR,num_beams=2")]
+    # --threshold applies to the masked-diffusion row only
+    assert rows == [(str(llada_dir), "A+thr0.9"), (str(causal_dir), "AR"), (str(causal_dir), "AR,num_beams=2")]
     ar = report["results"][1]
-    assert (ar["steps"], ar["gen_length"], ar["block_length"], ar["num_beams"]) == (None, 16, None, 1)
+    assert (ar["preset"], ar["steps"], ar["gen_length"], ar["block_length"], ar["num_beams"]) == ("AR", None, 16,
+                                                                                                  None, 1)
+    assert ar["threshold"] is None and ar["run_signature"]["decoding"]["threshold"] is None
     assert ar["num_utterances"] == 2 and ar["wer"] >= 0 and ar["rtfx"] > 0
-    assert report["results"][2]["num_beams"] == 2
+    assert report["results"][0]["threshold"] == 0.9 and report["results"][2]["num_beams"] == 2
     table = (out / "results.md").read_text()
-    assert f"| {llada_dir} | A | 1 / 16 / 16 |" in table and f"| {causal_dir} | AR | – / 16 / – |" in table
-    assert (out / f"hypotheses_{eval_hf.safe_name(str(causal_dir))}_AR_two.jsonl").exists()
+    assert f"| {llada_dir} | A+thr0.9 | 1 / 16 / 16 |" in table and f"| {causal_dir} | AR | – / 16 / – |" in table
+    assert "AR rows: autoregressive decoding" in table
+    assert (out / f"hypotheses_{safe_name(str(causal_dir))}_AR_two.jsonl").exists()
 
     # a decoding that fits no model, and a model left without decodings, are errors; defaults are filtered
-    with pytest.raises(SystemExit, match="apply to none"):
+    with pytest.raises(SystemExit, match=r"\['AR'\] apply to none"):
         eval_hf.main(["--model", str(llada_dir), "--decoding", "A", "AR", "--output_dir", str(tmp_path / "x"),
                       *common])
     with pytest.raises(SystemExit, match="applies to model"):
@@ -553,7 +589,7 @@ def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(proces
         decoder_config=llama_config_for(processor, tie_word_embeddings=True, attention_dropout=0.15),
         prompt_prefix_ids=prefix_ids, prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
         eos_token_id=processor.eos_token_id, pad_token_id=processor.eos_token_id, eot_token_id=processor.eot_token_id,
-        mask_time_prob=0.2)
+        training={"mask_time_prob": 0.2})
     torch.manual_seed(0)
     ar = WhisperLladaForConditionalGeneration(config).eval()
     ar.save_pretrained(tmp_path / "ar")
@@ -562,10 +598,10 @@ def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(proces
 
     model = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path / "diffusion").eval()
     assert model.config.decoder_type == "llada" and isinstance(model.decoder, LladaForMaskedDiffusion)
-    assert model.config.prompt_prefix_ids == prefix_ids and model.config.mask_time_prob == 0.2
+    assert model.config.prompt_prefix_ids == prefix_ids and model.config.recipe.mask_time_prob == 0.2
     for name, tensor in ar.projector.state_dict().items():
         torch.testing.assert_close(model.projector.state_dict()[name], tensor)
-    llama = ar.decoder.model
+    llama = ar.decoder.lm.model
     torch.testing.assert_close(model.decoder.get_input_embeddings().weight, llama.embed_tokens.weight)
     torch.testing.assert_close(model.decoder.model.transformer.blocks[1].q_proj.weight, llama.layers[1].self_attn.q_proj.weight)
     block = model.decoder.model.transformer.blocks[0]

@@ -95,21 +95,21 @@ def test_mask_predictor_tokenizer_renames_an_unused_special_token():
 @needs_shared(WHISPER_TINY)
 def test_checkpoint_with_encoder_pulls_and_converts_the_decoder_base(tmp_path):
     from safetensors.torch import load_file
-    from transformers import WhisperFeatureExtractor
 
+    from build_whisper_llada import DecoderSpec, ModelSpec, build_model
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-    from processing_whisper_llada import CHATML_TEMPLATE, WhisperLladaProcessor, mask_predictor_tokenizer
 
     llama = tiny_llama(vocab_size=40, max_position_embeddings=512)
     llama.save_pretrained(tmp_path / "llama")
-    tokenizer = mask_predictor_tokenizer(make_chatml_tokenizer(), 3, chat_template=CHATML_TEMPLATE)
-    processor = WhisperLladaProcessor(WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer)
-    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        WHISPER_TINY, str(tmp_path / "llama"), processor=processor, decoder_from_causal_lm=True, decoder_num_layers=2,
-        projector_hidden_sizes=[32], checkpoint_weights="trainable+encoder").eval()
+    make_chatml_tokenizer().save_pretrained(tmp_path / "llama")
+    decoder = DecoderSpec(str(tmp_path / "llama"), from_causal_lm=True, num_layers=2, mask_token_id=3,
+                          chat_template="chatml")
+    # as the first SmolLM2 demo recipe: the decoder's layers train, its embeddings stay frozen and come from the base
+    model, processor = build_model(ModelSpec(encoder=str(WHISPER_TINY), decoder=decoder, projector_hidden_sizes=[32],
+                                             checkpoint_weights="trainable+encoder", train_decoder=True,
+                                             freeze_decoder_embeddings=True))
+    model.eval()
     assert model.config.eot_token_id is None and model.config.mask_token_id == 3 and model.config.eos_token_id == 2
-    model.decoder.requires_grad_(True)
-    model.decoder.get_input_embeddings().requires_grad_(False)  # as the demo recipe: embeddings come from the base
     with torch.no_grad():
         for parameter in model.decoder.model.transformer.blocks.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))

@@ -109,7 +109,8 @@ def test_generation_config_holds_the_defaults(tiny_model):
      ({"steps": 8, "gen_length": 30, "block_length": 8}, "divisible by block_length"),
      ({"steps": 6, "gen_length": 32, "block_length": 8}, "number of blocks"),
      ({"steps": 0}, "positive integer"),
-     ({"decoding": "D"}, "decoding must be one of"),
+     ({"decoding": "E"}, "decoding must be one of"),
+     ({"decoding": "D"}, "needs a CTC head, and this model has none"),
      ({"kv_cache": "full"}, "kv_cache"),
      ({"threshold": 1.5}, "threshold"),
      ({"num_beams": 5}, "Beam search"),
@@ -209,7 +210,7 @@ def test_decoding_strings_parse_to_generate_arguments(tiny_model):
         "decoding": "B", "kv_cache": "dual", "threshold": 0.9, "early_stop": True}
     assert LladaGenerationConfig.parse("steps=16,gen_length=32,block_length=8") == {
         "steps": 16, "gen_length": 32, "block_length": 8}
-    for text, message in (("D", "unknown preset"), ("B,C", "only the first item"), ("B,step=2", "unknown setting"),
+    for text, message in (("E", "unknown preset"), ("B,C", "only the first item"), ("B,step=2", "unknown setting"),
                           ("steps=two", "bad value for steps"), ("", "empty")):
         with pytest.raises(ValueError, match=message):
             LladaGenerationConfig.parse(text)
@@ -228,3 +229,176 @@ def test_decoder_owns_its_sampler(tiny_model):
     ids = torch.tensor([[1, 2, 3, 4]])
     embeds = decoder.get_input_embeddings()(ids)
     assert torch.equal(decoder.generate(input_ids=ids, decoding="A"), decoder.generate(inputs_embeds=embeds, decoding="A"))
+
+
+# -- hypothesis-anchored decoding (D) ----------------------------------------------------------------------------------
+
+
+def anchor_config(tiny_model, **settings):
+    return tiny_model.resolve_decoding("D", **settings)
+
+
+def test_anchored_start_keeps_confident_tokens_masks_the_rest_adds_slots_then_eos(tiny_model):
+    from generation_llada import anchored_answer
+
+    config = anchor_config(tiny_model, anchor_threshold=0.5, anchor_slack=2, gen_length=12)
+    tokens = [[5, 6, 7, 8], [9], []]
+    confidences = [[0.9, 0.2, 0.5, 0.7], [0.1], []]
+    start = anchored_answer(tokens, confidences, config)
+    M, E = MASK_ID, EOS_ID
+    assert start.tolist() == [[5, M, 7, 8, M, M] + [E] * 6,  # 0.2 < 0.5 masked, 0.5 kept; 2 slots; EOS to the end
+                              [M, M, M] + [E] * 9,
+                              [M, M] + [E] * 10]
+    assert start.shape == (3, config.gen_length)
+    long = anchored_answer([list(range(20))], [[1.0] * 20], config)  # longer than gen_length - slack: cut to fit
+    assert long.tolist() == [list(range(10)) + [M, M]]
+    no_slack = anchored_answer([[5, 6]], [[1.0, 1.0]], anchor_config(tiny_model, anchor_slack=0, gen_length=8))
+    assert no_slack.tolist() == [[5, 6] + [E] * 6]
+
+
+def test_ctc_hypotheses_collapse_runs_drop_blanks_and_keep_the_best_frame(tiny_model):
+    """Greedy CTC over the CTC head: argmax per frame, repeats collapsed (unless a blank separates them), blanks
+    dropped, a token's confidence the highest posterior of its run; class k is ctc_token_ids[k]."""
+    model = tiny_whisper_llada(ctc_blank_id=59, ctc_token_ids=[5, 6, 59])
+    table = model.decoder.get_input_embeddings().weight.detach()[[5, 6, 59]]
+    # frames that score classes [5, 5, blank, 5, 6, 6, blank] with growing margins
+    frames = [0, 0, 2, 0, 1, 1, 2]
+    scale = [1.0, 3.0, 3.0, 2.0, 5.0, 1.0, 3.0]
+    states = torch.stack([s * 40 * table[k] / table[k].norm() for k, s in zip(frames, scale)])[None]
+    tokens, confidences = model.ctc_hypotheses(states, torch.tensor([7]))
+    assert tokens == [[5, 5, 6]]
+    posterior = torch.softmax(model.speech_token_logits(states).float(), -1)[0]
+    expected = [max(posterior[0, 0], posterior[1, 0]), posterior[3, 0], max(posterior[4, 1], posterior[5, 1])]
+    torch.testing.assert_close(torch.tensor(confidences[0]), torch.stack(expected))
+    assert model.ctc_hypotheses(states, torch.tensor([2]))[0] == [[5]]  # only the valid frames are read
+
+
+def tiny_whisper_llada(**overrides):
+    from conftest import tiny_whisper_llada as build
+
+    torch.manual_seed(0)
+    return build(**overrides)
+
+
+def test_anchored_decoding_fills_only_masked_positions_batched_equals_one_by_one():
+    from transformers import WhisperFeatureExtractor
+
+    model = tiny_whisper_llada(ctc_blank_id=59)
+    fe = WhisperFeatureExtractor(feature_size=80)
+    waves = [synthetic_speech(s, seed=s, amplitude=0.0, noise=0.1) for s in (2, 5, 3)]
+    feats = fe(waves, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+    config = model.resolve_decoding("D", anchor_threshold=0.05, steps=2)
+    out = model.generate(input_features=feats.input_features, attention_mask=feats.attention_mask,
+                         generation_config=config, return_dict_in_generate=True, output_history=True)
+    start, final = out.history[:, 0], out.sequences
+    kept = start != MASK_ID
+    assert torch.equal(final[kept], start[kept])  # the hypothesis' confident tokens and the EOS tail stay
+    assert not (final == MASK_ID).any()
+    for row, wave in enumerate(waves):
+        one = fe([wave], sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+        alone = model.generate(input_features=one.input_features, attention_mask=one.attention_mask, decoding="D",
+                               anchor_threshold=0.05, steps=2)
+        assert torch.equal(final[row : row + 1], alone)
+
+
+def test_anchored_decoding_commits_each_rows_masks_over_the_steps_as_llada_schedules_them():
+    from generation_llada import num_transfer_schedule
+
+    model = tiny_whisper_llada(ctc_blank_id=59)
+    feats = torch.randn(2, 80, 3000)
+    mask = torch.zeros(2, 3000, dtype=torch.long)
+    mask[0, :300], mask[1, :700] = 1, 1
+    out = model.generate(input_features=feats, attention_mask=mask, decoding="D", anchor_threshold=0.9, anchor_slack=3,
+                         steps=3, return_dict_in_generate=True, output_history=True)
+    masks = (out.history == MASK_ID).sum(-1)  # (B, states)
+    for row in range(2):
+        committed = (masks[row, :-1] - masks[row, 1:]).tolist()
+        assert committed == num_transfer_schedule(int(masks[row, 0]), 3)[: len(committed)]
+
+
+def test_anchored_decoding_settings_are_validated():
+    model = tiny_whisper_llada(ctc_blank_id=59)
+    prefix = random_prefix(model, 5, 0)
+    with pytest.raises(ValueError, match=r"anchor_threshold must be in \[0, 1\]"):
+        model.resolve_decoding("D", anchor_threshold=1.5)
+    with pytest.raises(ValueError, match="anchor_slack must be an integer >= 0"):
+        model.resolve_decoding("D", anchor_slack=-1)
+    with pytest.raises(ValueError, match="runs over one block"):
+        model.resolve_decoding("D", block_length=8)
+    with pytest.raises(ValueError, match=r"apply to anchored decoding only: use decoding=\"D\""):
+        model.resolve_decoding("B", anchor_threshold=0.5)
+    with pytest.raises(ValueError, match="starts from the CTC reading of audio"):
+        model.generate(inputs_embeds=prefix, decoding="D")
+    assert model.resolve_decoding("D,anchor_threshold=0.5").name == "D,anchor_threshold=0.5"
+    assert model.resolve_decoding("D").settings()["anchor_slack"] == 2
+
+
+def test_anchored_training_answer_keeps_ctc_errors_masks_uncertain_and_missed_tokens():
+    """The editor's training input (Mask-CTC / Align-Refine style): in the answer's frame, each transcript token is
+    replaced by the CTC token aligned to it (a match or a substitution) when that one is confident, by [MASK] when it
+    is not or when the CTC missed the token; the CTC's extra tokens are left out; EOS padding stays."""
+    from generation_llada import align, anchored_labels
+
+    assert align([1, 9, 3, 4], [1, 2, 3, 4]) == [0, 1, 2, 3]  # a substitution
+    assert align([1, 3, 4], [1, 2, 3, 4]) == [0, None, 1, 2]  # a deletion
+    assert align([1, 2, 7, 3], [1, 2, 3]) == [0, 1, 3]  # an insertion has no place
+    assert align([5, 6], [6, 5]) in ([1, None], [None, 0])  # equal tokens paired rather than two substitutions
+    labels = torch.tensor([10, 11, 12, 13, 14, EOS_ID, EOS_ID])
+    out = anchored_labels(labels, [10, 21, 12, 14], [0.9, 0.8, 0.3, 0.9], 0.5, MASK_ID, EOS_ID)
+    # 10 kept; 11 -> the confident wrong 21 kept; 12 read but unsure -> [MASK]; 13 missed -> [MASK]; 14 kept
+    assert out.tolist() == [10, 21, MASK_ID, MASK_ID, 14, EOS_ID, EOS_ID]
+    with_ignored = anchored_labels(torch.tensor([10, EOS_ID, -100]), [10], [0.9], 0.5, MASK_ID, EOS_ID)
+    assert with_ignored.tolist() == [10, EOS_ID, 0]
+
+
+def test_anchored_training_loss_is_the_mean_cross_entropy_at_the_masks():
+    """training.anchor_prob = 1: every row's input is its anchored answer; the loss is the mean cross-entropy of the
+    true tokens at the anchored answer's [MASK] positions (rows averaged); the CTC head is read, not trained by it."""
+    import torch.nn.functional as F
+
+    from generation_llada import anchored_labels
+
+    model = tiny_whisper_llada(ctc_blank_id=59, training={"anchor_prob": 1.0, "anchor_threshold": 0.5}).train()
+    feats = torch.randn(2, 80, 3000)
+    mask = torch.zeros(2, 3000, dtype=torch.long)
+    mask[0, :300], mask[1, :500] = 1, 1
+    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [8, 9, EOS_ID, EOS_ID, EOS_ID]])
+    torch.manual_seed(3)
+    loss = model(input_features=feats, attention_mask=mask, labels=labels).loss
+    model.eval()  # no SpecAugment (none is set) and the same speech states
+    states, lengths = model.project_speech(feats, mask)
+    tokens, confidences = model.ctc_hypotheses(states, lengths)
+    inputs = torch.stack([anchored_labels(labels[r], tokens[r], confidences[r], 0.5, MASK_ID, EOS_ID)
+                          for r in range(2)])
+    prefix, prefix_mask = model.build_prefix(model.speech_embeddings_from(states), lengths)
+    embeds = torch.cat((prefix, model.decoder.get_input_embeddings()(inputs)), 1)
+    logits = model.decoder(inputs_embeds=embeds, attention_mask=torch.cat((prefix_mask, torch.ones_like(labels)), 1),
+                           logits_positions=slice(prefix.shape[1], None)).logits
+    masked = inputs == MASK_ID
+    expected = sum(F.cross_entropy(logits[r][masked[r]], labels[r][masked[r]]) for r in range(2) if masked[r].any()) / 2
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_plain_generation_config_is_read_as_masked_diffusion_settings(tiny_model, tmp_path):
+    """generate(generation_config=GenerationConfig(...)) and GenerationConfig.from_pretrained(checkpoint) passed back in:
+    their LLaDA fields are taken and validated like keyword arguments, the model's special ids fill in what they lack;
+    fields masked diffusion cannot honour are one clear error."""
+    from transformers import GenerationConfig
+
+    prefix = random_prefix(tiny_model, 6, 4)
+    plain = GenerationConfig(steps=4, gen_length=16, block_length=8)
+    assert torch.equal(tiny_model.generate(inputs_embeds=prefix, generation_config=plain),
+                       tiny_model.generate(inputs_embeds=prefix, steps=4, gen_length=16, block_length=8))
+    tiny_model.generation_config.save_pretrained(tmp_path)
+    saved = GenerationConfig.from_pretrained(tmp_path)
+    assert type(saved) is GenerationConfig
+    assert torch.equal(tiny_model.generate(inputs_embeds=prefix, generation_config=saved),
+                       tiny_model.generate(inputs_embeds=prefix))
+    assert torch.equal(tiny_model.generate(inputs_embeds=prefix, generation_config=saved, decoding="C"),
+                       tiny_model.generate(inputs_embeds=prefix, decoding="C"))
+    with pytest.raises(ValueError, match=r"\['max_new_tokens'\] cannot be used for masked-diffusion decoding"):
+        tiny_model.generate(inputs_embeds=prefix, generation_config=GenerationConfig(max_new_tokens=5))
+    with pytest.raises(ValueError, match="cannot be used for masked-diffusion decoding"):
+        tiny_model.generate(inputs_embeds=prefix, generation_config=GenerationConfig(num_beams=4))
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        tiny_model.generate(inputs_embeds=prefix, generation_config=GenerationConfig(steps=0))

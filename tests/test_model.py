@@ -58,7 +58,7 @@ def test_loss_is_the_llada_sft_loss(tiny_model):
 def test_block_masks_follow_block_decoding():
     """answer_mask_probs with block masking: the blocks before a random block (one the answer spans) are clean, that
     block's tokens share one probability, every later token is masked; without it every token gets the sample's t."""
-    from modeling_whisper_llada import answer_mask_probs
+    from modeling_llada import answer_mask_probs
 
     torch.manual_seed(0)
     in_answer = torch.zeros(3, 20, dtype=torch.bool)
@@ -84,14 +84,14 @@ def test_block_masks_follow_block_decoding():
 def test_block_masked_loss_in_training_only(tiny_model):
     """With config.block_mask_prob the training loss is LLaDA's form over block-decoding masks (CE of each masked
     token / its masking probability / answer length / batch); the eval loss stays LLaDA's uniform-masking loss."""
-    from modeling_whisper_llada import answer_mask_probs
+    from modeling_llada import answer_mask_probs
 
     feats, mask = features(2, [2.0, 4.0])
     labels = torch.tensor([[5, 6, EOS_ID, EOS_ID, EOS_ID, EOS_ID], [8, 9, 10, 11, 12, EOS_ID]])
     tiny_model.eval()
     torch.manual_seed(7)
     plain = tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss
-    tiny_model.config.set_training_masks(block_mask_prob=1.0, block_mask_length=2)
+    tiny_model.config.update_recipe(block_mask_prob=1.0, block_mask_length=2)
     torch.manual_seed(7)
     torch.testing.assert_close(tiny_model(input_features=feats, attention_mask=mask, labels=labels).loss, plain)
 
@@ -109,10 +109,10 @@ def test_block_masked_loss_in_training_only(tiny_model):
     expected = sum((F.cross_entropy(logits[r][masked[r]], labels[r][masked[r]], reduction="none")
                     / p_mask[r][masked[r]]).sum() / 6 for r in range(2)) / 2
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="block_mask_prob must be between 0 and 1"):
-        tiny_config(block_mask_prob=-0.1)
-    with pytest.raises(ValueError, match="block_mask_length must be >= 1"):
-        tiny_config(block_mask_length=0)
+    with pytest.raises(ValueError, match="block_mask_prob` must be between 0.0 and 1.0"):
+        tiny_config(training={"block_mask_prob": -0.1})
+    with pytest.raises(ValueError, match="block_mask_length` must be >= 1"):
+        tiny_config(training={"block_mask_length": 0})
 
 
 def test_eos_padding_is_in_the_loss(tiny_model):
@@ -144,13 +144,18 @@ def test_prefix_length_follows_audio_length(tiny_model):
 
 @needs_shared(WHISPER_TINY)
 def test_real_whisper_tiny_encoder_loads(tmp_path):
+    """The builder pulls the real encoder and a LLaDA decoder checkpoint (with its tokenizer) from their folders."""
     from transformers import WhisperModel
 
-    decoder = LladaForMaskedDiffusion(tiny_decoder_config())
-    decoder.save_pretrained(tmp_path / "decoder")
-    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        str(WHISPER_TINY), str(tmp_path / "decoder"), prompt_prefix_ids=[1, 2], prompt_suffix_ids=[3],
-        projector_hidden_sizes=[32, 16, 32])
+    from build_whisper_llada import DecoderSpec, ModelSpec, build_model
+    from conftest import decoder_config_for, make_processor
+
+    processor = make_processor()
+    LladaForMaskedDiffusion(decoder_config_for(processor)).save_pretrained(tmp_path / "decoder")
+    processor.tokenizer.save_pretrained(tmp_path / "decoder")
+    model, built = build_model(ModelSpec(encoder=str(WHISPER_TINY), decoder=DecoderSpec(str(tmp_path / "decoder")),
+                                         projector_hidden_sizes=[32, 16, 32]))
+    assert model.config.prompt_prefix_ids == built.prompt_ids()[0]
     reference = WhisperModel.from_pretrained(WHISPER_TINY, dtype=torch.float32).get_encoder().state_dict()
     for name, tensor in model.encoder.state_dict().items():
         torch.testing.assert_close(tensor, reference[name])
@@ -192,15 +197,15 @@ def test_auxiliary_ctc_loss_reads_speech_embeddings_as_tokens():
     torch.manual_seed(0)
     plain = WhisperLladaForConditionalGeneration(tiny_config()).eval()
     torch.manual_seed(0)
-    with_ctc = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=0.5, ctc_blank_id=59)).eval()
+    with_ctc = WhisperLladaForConditionalGeneration(tiny_config(ctc_blank_id=59, training={"ctc_weight": 0.5})).eval()
     feats, mask = features(2, [3.0, 7.5])
     labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [8, 9, 10, 11, EOS_ID]])
     torch.manual_seed(7)
     base = plain(input_features=feats, attention_mask=mask, labels=labels).loss
     torch.manual_seed(7)
     total = with_ctc(input_features=feats, attention_mask=mask, labels=labels).loss
-    speech, lengths = with_ctc.embed_speech(feats, mask)
-    ctc = with_ctc._speech_ctc_loss(speech, lengths, labels)
+    states, lengths = with_ctc.project_speech(feats, mask)
+    ctc = with_ctc._speech_ctc_loss(states, lengths, labels)
     torch.testing.assert_close(total, base + 0.5 * ctc)
     total.backward()
     assert with_ctc.projector.mlp[0].weight.grad.abs().sum() > 0
@@ -213,7 +218,7 @@ def test_auxiliary_ctc_loss_reads_speech_embeddings_as_tokens():
     shuffled = with_ctc._speech_ctc_loss(spelled.flip(1), torch.tensor([12]), labels[:1])
     assert good < 0.5 * shuffled
     with pytest.raises(ValueError, match="ctc_blank_id"):
-        tiny_config(ctc_weight=1.0)
+        tiny_config(training={"ctc_weight": 1.0})
 
 
 def test_ctc_over_a_subset_of_tokens_is_the_ctc_of_that_submatrix():
@@ -221,7 +226,7 @@ def test_ctc_over_a_subset_of_tokens_is_the_ctc_of_that_submatrix():
     id), targets are mapped to class indices and tokens outside the set are left out; bad sets are clear errors."""
     ids = [5, 6, 7, 9, 59]
     torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=ids)).eval()
+    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_blank_id=59, ctc_token_ids=ids, training={"ctc_weight": 1.0})).eval()
     assert model.ctc_class_ids().tolist() == ids
     feats, mask = features(2, [3.0, 7.5])
     labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [9, 8, 5, 11, EOS_ID]])  # 8 and 11 are no class
@@ -232,11 +237,11 @@ def test_ctc_over_a_subset_of_tokens_is_the_ctc_of_that_submatrix():
                                             torch.tensor([3, 2]), blank=4, reduction="mean", zero_infinity=True)
     torch.testing.assert_close(model._speech_ctc_loss(speech, lengths, labels), expected)
     assert model.speech_token_logits(speech).shape == (*speech.shape[:2], len(ids))
-    with pytest.raises(ValueError, match=r"must contain the CTC blank \(59\)"):
-        tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=[5, 6])
+    with pytest.raises(ValueError, match=r"must hold the CTC blank \(59\)"):
+        tiny_config(ctc_blank_id=59, ctc_token_ids=[5, 6])
     with pytest.raises(ValueError, match="ctc_token_ids"):
-        tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids="5,59")
-    assert tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=[59, 5, 5]).ctc_token_ids == [5, 59]
+        tiny_config(ctc_blank_id=59, ctc_token_ids="5,59")
+    assert tiny_config(ctc_blank_id=59, ctc_token_ids=[59, 5, 5]).ctc_token_ids == [5, 59]
 
 
 def test_token_mixture_speech_embeddings_are_ctc_expected_token_embeddings():
@@ -245,8 +250,9 @@ def test_token_mixture_speech_embeddings_are_ctc_expected_token_embeddings():
     projector outputs, and the decoder's loss reaches the projector through the mixture."""
     ids = [5, 6, 7, 59]
     torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_weight=1.0, ctc_blank_id=59, ctc_token_ids=ids,
-                                                             speech_embeddings="token_mixture"))
+    model = WhisperLladaForConditionalGeneration(tiny_config(ctc_blank_id=59, ctc_token_ids=ids,
+                                                             speech_embeddings="token_mixture",
+                                                             training={"ctc_weight": 1.0}))
     feats, mask = features(2, [3.0, 7.5])
     states, lengths = model.project_speech(feats, mask)
     table = model.decoder.get_input_embeddings().weight[ids]
@@ -257,18 +263,21 @@ def test_token_mixture_speech_embeddings_are_ctc_expected_token_embeddings():
     confident = 1e3 * table[None, [2]]  # scored far above every other class as token 7
     torch.testing.assert_close(model.speech_embeddings_from(confident), table[None, [2]])
     labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [6, 7, EOS_ID, EOS_ID, EOS_ID]])
-    model.config.ctc_weight = 0.0  # the decoder's loss alone still trains the projector through the mixture
+    model.config.update_recipe(ctc_weight=0.0)  # the decoder's loss alone still trains the projector (mixture)
     model(input_features=feats, attention_mask=mask, labels=labels).loss.backward()
     assert model.projector.mlp[0].weight.grad.abs().sum() > 0
     plain = WhisperLladaForConditionalGeneration(tiny_config())
     torch.testing.assert_close(plain.embed_speech(feats, mask)[0], plain.project_speech(feats, mask)[0])
-    with pytest.raises(ValueError, match="speech_embeddings must be one of"):
-        tiny_config(speech_embeddings="tokens")
+    with pytest.raises(ValueError, match="speech_embeddings` must be one of"):
+        tiny_config(speech_embeddings="tokens", ctc_blank_id=59)
+    with pytest.raises(ValueError, match="token_mixture.*needs|reads the CTC head"):
+        tiny_config(speech_embeddings="token_mixture")
 
 
 def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     """SpecAugment settings zero about mask_time_prob of each audio's encoder frames, in spans inside the audio, and
     channel spans; in eval mode (decoding) the model is unchanged; bad settings are clear errors."""
+    from configuration_whisper_llada import TrainingRecipe
     from modeling_whisper_llada import spans_mask, spec_augment
 
     torch.manual_seed(0)
@@ -282,13 +291,14 @@ def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     assert (runs == 1).sum() <= 12  # at most 12 span starts
 
     frames = torch.ones(2, 40, 16)
-    out = spec_augment(frames, torch.tensor([40, 20]), tiny_config(mask_time_prob=0.5, mask_time_length=4))
+    out = spec_augment(frames, torch.tensor([40, 20]), TrainingRecipe(mask_time_prob=0.5, mask_time_length=4))
     assert (out[1, 20:] == 1).all() and (out[:, :20] == 0).all(-1).any(-1).all()  # whole frames zeroed
-    out = spec_augment(frames, torch.tensor([40, 20]), tiny_config(mask_feature_prob=0.25, mask_feature_length=2))
+    out = spec_augment(frames, torch.tensor([40, 20]), TrainingRecipe(mask_feature_prob=0.25, mask_feature_length=2))
     zero_channels = (out == 0).all(1)  # (B, channels) zeroed at every frame
     assert zero_channels.any(-1).all() and not zero_channels.all() and ((out == 0) == zero_channels[:, None]).all()
 
-    config = tiny_config(mask_time_prob=0.5, mask_time_length=4, mask_feature_prob=0.25, mask_feature_length=2)
+    config = tiny_config(training={"mask_time_prob": 0.5, "mask_time_length": 4, "mask_feature_prob": 0.25,
+                                   "mask_feature_length": 2})
 
     model = WhisperLladaForConditionalGeneration(config).eval()
     feats, attention = features(2, [3.0, 7.5])
@@ -296,12 +306,12 @@ def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
     model.train()
     assert not torch.allclose(model.embed_speech(feats, attention)[0], speech)
-    model.config.set_training_masks(mask_time_prob=0.0, mask_feature_prob=0.0)
+    model.config.update_recipe(mask_time_prob=0.0, mask_feature_prob=0.0)
     torch.testing.assert_close(model.embed_speech(feats, attention)[0], speech)
-    with pytest.raises(ValueError, match="mask_time_prob must be between 0 and 1"):
-        tiny_config(mask_time_prob=1.5)
+    with pytest.raises(ValueError, match="mask_time_prob` must be between 0.0 and 1.0"):
+        tiny_config(training={"mask_time_prob": 1.5})
     with pytest.raises(ValueError, match="mask_feature_length"):
-        tiny_config(mask_feature_length=0)
+        tiny_config(training={"mask_feature_length": 0})
 
 
 def test_decoder_dropout_follows_the_official_config_fields():

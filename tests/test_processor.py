@@ -156,6 +156,20 @@ def test_8khz_input_is_resampled(processor):
     assert (out["input_features"][..., :198] - reference["input_features"][..., :198]).abs().mean() < 0.05
 
 
+def test_an_array_without_sampling_rate_is_read_at_16khz_with_a_warning(processor, caplog):
+    """As transformers' feature extractors do: an array without `sampling_rate` is taken at the extractor's rate, and
+    that is said; files carry their own rate, and an explicit rate silences it."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        unnamed = processor(audio=tone(1.0))["input_features"]
+    assert "without `sampling_rate`; they are read as 16000 Hz" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        named = processor(audio=tone(1.0), sampling_rate=16000)["input_features"]
+    assert caplog.text == "" and torch.equal(unnamed, named)
+
+
 def test_integer_pcm_is_scaled(processor):
     audio = tone(1.0)
     pcm = (audio * np.iinfo(np.int16).max).astype(np.int16)
@@ -170,7 +184,8 @@ def test_integer_pcm_is_scaled(processor):
         (np.zeros(0, dtype=np.float32), "is empty"),
         (np.full(16000, np.nan, dtype=np.float32), "all 16000 samples are NaN"),
         (np.where(np.arange(16000) == 5, np.nan, 0.1).astype(np.float32), "1 of 16000 samples are NaN or infinite"),
-        (np.zeros(30 * 16000 + 1, dtype=np.float32), "30.0 s long; the Whisper encoder sees at most 30 s"),
+        (np.zeros(30 * 16000 + 160, dtype=np.float32),
+         "30.01 s long (480160 samples at 16000 Hz); the Whisper encoder sees at most 30 s (480000 samples)"),
         (np.zeros(16000, dtype=np.complex64), "must be a float (or integer PCM) waveform, got dtype complex64"),
         ([np.array(["a", "b", "c"])], "must be a float (or integer PCM) waveform, got dtype <U1"),
         ({"raw": np.zeros((2, 2, 16000), dtype=np.float32), "sampling_rate": 16000},
@@ -207,7 +222,7 @@ def test_missing_and_corrupt_files_name_the_path(processor, tmp_path):
 def test_long_item_in_batch_is_named(processor):
     from processing_whisper_llada import AudioInputError
 
-    with pytest.raises(AudioInputError, match=r"Audio item 1 is 31\.0 s long"):
+    with pytest.raises(AudioInputError, match=r"Audio item 1 is 31\.00 s long"):
         processor(audio=[tone(1.0), tone(31.0)], sampling_rate=16000)
 
 

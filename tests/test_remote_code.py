@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import socket
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -153,20 +154,25 @@ def test_pipeline_input_forms(recording_pipeline):
 
 
 def test_pipeline_passes_generate_kwargs(recording_pipeline, processor):
+    """generate_kwargs (and top-level decoding settings) are resolved once into the model's generation config, which
+    the pipeline hands to generate; nothing beam-search-like is injected."""
     asr, calls = recording_pipeline
     audio = synthetic_speech(1.0)
 
     text = asr(audio, generate_kwargs={"decoding": "A"})["text"]
-    assert calls[-1]["decoding"] == "A"
+    assert calls[-1]["generation_config"].decoding == "A" and calls[-1]["generation_config"].steps == 1
     assert text == processor.batch_decode(calls[-1]["ids"])[0]
     for block_length in (16, 8):
         text = asr(audio, generate_kwargs={"steps": 4, "block_length": block_length})["text"]
-        assert calls[-1]["steps"] == 4 and calls[-1]["block_length"] == block_length
+        config = calls[-1]["generation_config"]
+        assert config.steps == 4 and config.block_length == block_length
         assert text == processor.batch_decode(calls[-1]["ids"])[0]
     asr(audio, decoding="A")  # top-level decoding kwargs are forwarded too
-    assert calls[-1]["decoding"] == "A"
-    for kwargs in calls:  # nothing beam-search-like is injected
-        assert kwargs.get("num_beams", 1) == 1 and "max_new_tokens" not in kwargs
+    assert calls[-1]["generation_config"].decoding == "A"
+    for kwargs in calls:
+        assert kwargs["generation_config"].num_beams == 1 and kwargs["generation_config"].max_new_tokens is None
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['step'\]"):  # before any audio is read
+        asr(audio, generate_kwargs={"step": 4})
 
 
 def test_pipeline_rejects_bad_audio_and_unsupported_options(model, processor, tmp_path):
@@ -178,6 +184,9 @@ def test_pipeline_rejects_bad_audio_and_unsupported_options(model, processor, tm
         asr(str(missing))
     with pytest.raises(ValueError, match=r"chunk_length_s must be in \(0, 30\]"):
         asr(np.zeros(31 * 16000, dtype=np.float32), chunk_length_s=45)
+    for stride in ([4, 2], (4, 2)):  # transformers' two-sided form: our windows do not overlap
+        with pytest.raises(ValueError, match=r"stride_length_s=\[4, 2\]: whisper-llada's windows do not overlap"):
+            asr(np.zeros(40 * 16000, dtype=np.float32), chunk_length_s=20, stride_length_s=stride)
     for option in ("return_timestamps", "return_language"):
         with pytest.raises(ValueError, match=f"`{option}` is not supported by whisper-llada"):
             asr(synthetic_speech(1.0), **{option: True})
@@ -247,25 +256,40 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(model, processor, saved
     assert model_files["model.safetensors"] == os.path.getsize(saved_dir / "model.safetensors")
 
 
+def test_push_to_hub_without_network_is_one_clear_error(model, monkeypatch):
+    def no_network(self, address, *args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ConnectionError, match=r"push_to_hub\('someone/tiny'\): the Hugging Face Hub cannot be reached"
+                       ) as caught:
+        model.push_to_hub("someone/tiny")
+    assert "\n" not in str(caught.value) and caught.value.__suppress_context__
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # 4. Trainable-weights-only checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
+    """A model built from base checkpoints stores only its projector; loading pulls the base encoder and decoder from
+    the ids in its config (the Ultravox way) and gives the same model."""
     from safetensors.torch import load_file
 
+    from build_whisper_llada import DecoderSpec, ModelSpec, build_model
     from modeling_llada import LladaForMaskedDiffusion
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     torch.manual_seed(0)
     decoder_dir = tmp_path / "tiny-llada"
     LladaForMaskedDiffusion(decoder_config_for(processor)).save_pretrained(decoder_dir)
+    processor.tokenizer.save_pretrained(decoder_dir)
 
-    model = WhisperLladaForConditionalGeneration.from_encoder_decoder_pretrained(
-        WHISPER_TINY, decoder_dir, processor=processor, projector_hidden_sizes=[32, 16, 32]
-    ).eval()
-    model.generation_config.update(gen_length=16, block_length=16, steps=4)
+    model, _ = build_model(ModelSpec(encoder=str(WHISPER_TINY), decoder=DecoderSpec(str(decoder_dir)),
+                                     projector_hidden_sizes=[32, 16, 32]))
+    model.eval().generation_config.update(gen_length=16, block_length=16, steps=4)
     assert model.config.checkpoint_weights == "trainable"
     assert model.config.encoder_name_or_path == str(WHISPER_TINY)
     assert model.config.decoder_name_or_path == str(decoder_dir)
@@ -290,6 +314,13 @@ def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
     features = processor(audio=synthetic_speech(), sampling_rate=16000)
     expected = model.generate(features["input_features"], features["attention_mask"])
     assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]), expected)
+    (checkpoint / "model.safetensors").unlink()  # a checkpoint that lacks what it should store: one clear error
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in weights.items() if not k.startswith("projector.mlp.0.")}, checkpoint / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks weights it should store: \['projector.mlp.0.bias'"):
+        WhisperLladaForConditionalGeneration.from_pretrained(checkpoint)
 
 
 def test_generation_config_survives_save(model, tmp_path):
@@ -318,3 +349,93 @@ def test_demo_model_carries_the_current_remote_code(name):
     # `trust_remote_code` loads demo/model with the copies saved beside its weights: they must be the package's files
     assert (ROOT / "demo" / "model" / name).read_text() == (ROOT / name).read_text(), (
         f"demo/model/{name} is stale: copy {name} into demo/model/")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Remote code needs only the design card's packages: no peft, gguf, matplotlib or this package
+# ----------------------------------------------------------------------------------------------------------------------
+
+# what a Hub user has: the design card's packages (+ soundfile) and what they install with them
+HUB_USER_PACKAGES = {"torch", "transformers", "datasets", "evaluate", "jiwer", "accelerate", "safetensors",
+                     "huggingface_hub", "librosa", "soundfile", "numpy", "soxr", "tqdm", "yaml", "packaging",
+                     "tokenizers", "regex", "jinja2"}
+
+
+def test_remote_code_imports_only_what_a_hub_user_has(saved_dir):
+    """transformers' own import check (`get_imports`: every import outside a try block, also inside functions) on every
+    file save_pretrained copies: nothing beyond the design card's packages and the standard library."""
+    import sys
+
+    from transformers.dynamic_module_utils import get_imports
+
+    copied = sorted(name for name in os.listdir(saved_dir) if name.endswith(".py"))
+    assert set(copied) == PACKAGE_FILES
+    for name in copied:
+        extra = set(get_imports(saved_dir / name)) - HUB_USER_PACKAGES - set(sys.stdlib_module_names)
+        assert not extra, f"{name} imports {sorted(extra)}, which a Hub user may not have"
+
+
+# peft is not installed for this user: `import peft` raises ImportError, importlib.util.find_spec("peft") is None
+NO_PEFT = "import sys\nsys.modules['peft'] = None\n"
+
+EVERY_DECODING = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    from transformers import AutoModel, AutoProcessor, pipeline
+    model_dir, clip = sys.argv[1], sys.argv[2]
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
+    try:
+        import peft  # noqa: F401
+        peft_importable = True
+    except ImportError:
+        peft_importable = False
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    features = processor(audio=clip)
+    ids = {d: model.generate(**features, decoding=d).tolist() for d in "ABCD"}
+    asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
+    long = np.concatenate([processor.feature_extractor and __import__("soundfile").read(clip)[0]] * 4)
+    result = {"peft_importable": peft_importable, "ids": ids, "text": asr(clip, generate_kwargs={"decoding": "D"})["text"],
+              "long": asr(long.astype("float32"), chunk_length_s=10)["text"], "lora": model.config.lora is not None}
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+@needs_shared(LIBRISPEECH)
+def test_lora_checkpoint_loads_and_transcribes_without_peft(processor, tmp_path):
+    """A saved checkpoint with LoRA adapters and a CTC head loads through remote code and transcribes (A, B, C, D, the
+    pipeline, long audio) in a clean process where peft cannot be imported and this package is not on the path."""
+    import subprocess
+    import sys
+
+    from build_whisper_llada import apply_lora
+
+    model = make_tiny_asr_model(processor)
+    model.config.ctc_blank_id = processor.tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    apply_lora(model, {"r": 2, "lora_alpha": 4})
+    with torch.no_grad():
+        for name, parameter in model.decoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # adapters that change the output
+    checkpoint = tmp_path / "lora-checkpoint"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    clip = first_librispeech_flac()
+    features = processor(audio=str(clip))
+    expected = {d: model.generate(**features, decoding=d).tolist() for d in "ABCD"}
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error",
+               OMP_NUM_THREADS="1")
+    (tmp_path / "elsewhere").mkdir()
+    proc = subprocess.run([sys.executable, "-c", NO_PEFT + EVERY_DECODING, str(checkpoint), str(clip)],
+                          cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["peft_importable"] is False and result["lora"] is True
+    assert result["ids"] == expected
+    assert isinstance(result["text"], str) and isinstance(result["long"], str)

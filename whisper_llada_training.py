@@ -1,0 +1,454 @@
+"""Training pieces behind train_hf.py: data (filtered records, streaming), the encoder cache, the collator, the budget
+callback, the Trainer (trainable-only saving, a projector learning rate, the CTC loss logged on the side) and the
+atomic final save. Each takes what it needs, not train_hf.py's arguments."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+import whisper_llada_data as wld
+from build_whisper_llada import DTYPES
+from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+from processing_whisper_llada import WhisperLladaProcessor
+
+logger = logging.getLogger("train_hf")
+
+def training_token_ids(dataset, processor: WhisperLladaProcessor, blank_id: int) -> list[int]:
+    """The sorted token ids of the training transcripts (as the collator tokenizes them) plus `blank_id`."""
+    if not hasattr(dataset, "__len__"):
+        raise ValueError("--ctc_vocab train needs local training data (a streamed hub: dataset cannot be read twice).")
+    ids = {int(blank_id)}
+    for text in dataset["text"]:
+        ids.update(processor.tokenizer(wld.normalize_transcript(text), add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_filtered(specs: list[str], stats: collections.Counter, limit: Optional[int] = None, max_seconds: float = 30.0,
+                  max_chars: Optional[int] = None, on_bad: str = "skip"):
+    """A datasets.Dataset (local specs) or a torch IterableDataset (any Hub spec) of filtered records
+    (`whisper_llada_data.filter_records`); skipped records are counted in `stats`."""
+
+    def make_records():
+        sources = itertools.chain.from_iterable(wld.load_records(s) for s in specs)
+        records = wld.filter_records(sources, max_seconds=max_seconds, max_chars=max_chars, on_bad=on_bad, stats=stats)
+        return itertools.islice(records, limit) if limit is not None else records
+
+    if any(str(s).startswith("hub:") for s in specs):
+        return RecordStream(make_records)
+    import datasets
+
+    rows = [{"key": r["key"], "audio": os.fspath(r["audio"]), "text": r["text"], "length": float(r["duration"] or 0.0)}
+            for r in make_records()]
+    if not rows:
+        raise ValueError(f"No usable records in {specs} (skipped: {dict(stats)}).")
+    return datasets.Dataset.from_list(rows)
+
+
+class RecordStream(torch.utils.data.IterableDataset):
+    """Streams records (e.g. from the Hub), re-opened at every pass; `--max_steps` bounds training."""
+
+    def __init__(self, make_records):
+        self.make_records = make_records
+
+    def __iter__(self):
+        for record in self.make_records():
+            yield {"key": record["key"], "audio": record["audio"], "text": record["text"],
+                   "length": float(record.get("duration") or 0.0)}
+
+
+def encoder_fingerprint(model: WhisperLladaForConditionalGeneration) -> str:
+    """Identifies the encoder weights (name + config + a sample of every tensor) for the cache directory name."""
+    digest = hashlib.sha1(model.config.encoder_config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.encoder.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        digest.update(name.encode())
+        digest.update(flat[:64].float().cpu().numpy().tobytes())
+        digest.update(np.float64(flat.float().sum().item()).tobytes())
+    stem = os.path.basename(str(model.config.encoder_name_or_path or "encoder").rstrip("/")) or "encoder"
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{digest.hexdigest()[:12]}"
+
+
+class EncoderCache:
+    """On-disk cache of the frozen encoder's output frames: DIR/<fingerprint>/<key>.pt holding
+    {"frames": (T_i, d_enc) trimmed to the audio's stacked length, "mel_frames": int}."""
+
+    def __init__(self, directory: str, model: WhisperLladaForConditionalGeneration, dtype: Optional[str] = None):
+        self.model = model
+        self.directory = Path(directory) / encoder_fingerprint(model)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dtype = DTYPES[dtype] if dtype else None
+        self.encoder_calls = 0  # forward calls of the encoder made by the cache
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key))
+        if safe != str(key):
+            safe += "-" + hashlib.sha1(str(key).encode()).hexdigest()[:8]
+        return self.directory / f"{safe}.pt"
+
+    @torch.no_grad()
+    def compute(self, features: torch.Tensor, attention_mask: torch.Tensor) -> list[dict]:
+        encoder = self.model.encoder
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            device = next(encoder.parameters()).device
+            frames = encoder(features.to(device, encoder.dtype)).last_hidden_state
+        finally:
+            encoder.train(was_training)
+        self.encoder_calls += 1
+        lengths = self.model.speech_lengths(attention_mask, frames.shape[0], frames.device)
+        k = self.model.config.stack_factor
+        mel = attention_mask.long().sum(-1).tolist()
+        out = []
+        for row in range(frames.shape[0]):
+            kept = frames[row, : int(lengths[row]) * k].cpu()
+            out.append({"frames": kept.to(self.dtype) if self.dtype else kept.clone(), "mel_frames": int(mel[row])})
+        return out
+
+    def load(self, key: str) -> Optional[dict]:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a partial/corrupt entry: recompute it
+            return None
+
+    def store(self, key: str, entry: dict) -> None:
+        path = self.path(key)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save(entry, tmp)
+        os.replace(tmp, path)  # atomic: safe with several ranks writing the same entry
+
+
+class SpeechCollator:
+    """Batches records with the processor: labels from `normalize_transcript(text)`; `input_features` +
+    `attention_mask` from the audio, or, with an encoder cache, `encoder_outputs` (zero-padded cached frames) + the
+    mel `attention_mask`.
+    Each record's audio is checked when it is loaded: audio that fails to decode, or that is longer than
+    `max_seconds` (at most the encoder's 30 s window; a manifest's `duration` may under-state it), is dropped from the
+    batch, named in a warning and counted in `stats` (skip mode), or raises `BadRecordError` naming the file."""
+
+    def __init__(self, processor: WhisperLladaProcessor, cache: Optional[EncoderCache] = None,
+                 max_label_length: Optional[int] = None, on_bad: str = "skip",
+                 stats: Optional[collections.Counter] = None, max_seconds: Optional[float] = None):
+        self.processor = processor
+        self.cache = cache
+        self.max_label_length = max_label_length
+        self.on_bad = on_bad
+        self.stats = stats if stats is not None else collections.Counter()
+        self.bad_records: set[tuple] = set()  # (key, source) of the records found unusable so far
+        fe = processor.feature_extractor
+        window = fe.n_samples / fe.sampling_rate
+        self.max_seconds = min(max_seconds, window) if max_seconds is not None else window
+
+    def _audio(self, rows: list[dict]) -> tuple[list[dict], list[np.ndarray]]:
+        kept, waves = [], []
+        rate = self.processor.feature_extractor.sampling_rate
+        for row in rows:
+            try:
+                wave = wld.load_audio(row["audio"], rate)
+            except wld.AudioLoadError as error:
+                self._bad(row, wld.REASON_UNREADABLE_AUDIO, str(error), error)
+                continue
+            seconds = len(wave) / rate
+            if seconds > self.max_seconds:
+                stated = f" (the data says {row['length']:.2f} s)" if row.get("length") else ""
+                detail = f"audio lasts {seconds:.2f} s{stated} > max_seconds={self.max_seconds:g}"
+                self._bad(row, wld.REASON_AUDIO_TOO_LONG, detail)
+                continue
+            waves.append(wave)
+            kept.append(row)
+        return kept, waves
+
+    def _bad(self, row: dict, reason: str, detail: str, error: Optional[Exception] = None) -> None:
+        """Raises (error mode) or warns and counts (skip mode) for a record found unusable at load time."""
+        message = f"{wld.describe_source(row['audio'])} (key {row.get('key')!r}): {reason}: {detail}"
+        if self.on_bad == "error":
+            raise wld.BadRecordError(message) from error
+        key = (row.get("key"), wld.describe_source(row["audio"]))
+        if key not in self.bad_records:  # a record is read once per epoch: count (and name) it once
+            self.bad_records.add(key)
+            logger.warning("skipping record %s", message)
+            self.stats[reason] += 1
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.cache is None:
+            rows, waves = self._audio(rows)
+            if not rows:
+                raise ValueError("every record of this batch had unusable audio (unreadable or too long)")
+            features = self.processor(audio=waves, sampling_rate=self.processor.feature_extractor.sampling_rate)
+            batch = {"input_features": features.input_features, "attention_mask": features.attention_mask}
+        else:
+            entries = {row["key"]: self.cache.load(row["key"]) for row in rows}
+            missing = [row for row in rows if entries[row["key"]] is None]
+            self.cache.hits += len(rows) - len(missing)
+            if missing:
+                self.cache.misses += len(missing)
+                good, waves = self._audio(missing)
+                bad = {row["key"] for row in missing} - {row["key"] for row in good}
+                rows = [row for row in rows if row["key"] not in bad]
+                if good:
+                    features = self.processor(audio=waves, sampling_rate=self.processor.feature_extractor.sampling_rate)
+                    for row, entry in zip(good, self.cache.compute(features.input_features, features.attention_mask)):
+                        self.cache.store(row["key"], entry)
+                        entries[row["key"]] = entry
+            if not rows:
+                raise ValueError("every record of this batch had unusable audio (unreadable or too long)")
+            frames = [entries[row["key"]]["frames"] for row in rows]
+            width = max(f.shape[0] for f in frames)
+            padded = frames[0].new_zeros(len(frames), width, frames[0].shape[-1])
+            n_mel = self.processor.feature_extractor.nb_max_frames
+            mask = torch.zeros(len(frames), n_mel, dtype=torch.long)
+            for i, (f, row) in enumerate(zip(frames, rows)):
+                padded[i, : f.shape[0]] = f
+                mask[i, : entries[row["key"]]["mel_frames"]] = 1
+            batch = {"encoder_outputs": padded, "attention_mask": mask}
+        texts = [wld.normalize_transcript(row["text"]) for row in rows]
+        batch["labels"] = self.processor(text=texts, max_label_length=self.max_label_length)["labels"]
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Callbacks and trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class BudgetCallback(TrainerCallback):
+    """Stops training once `minutes` have passed or `stop_at_step` is reached (all ranks agree); the learning-rate
+    schedule still spans `max_steps`, and the Trainer then saves as usual."""
+
+    def __init__(self, minutes: Optional[float] = None, stop_at_step: Optional[int] = None):
+        self.seconds = minutes * 60.0 if minutes else None
+        self.stop_at_step = stop_at_step
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        over_time = self.seconds is not None and time.time() - self.start > self.seconds
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([1.0 if over_time else 0.0], device=args.device if args.device.type != "mps" else "cpu")
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            over_time = bool(flag.item() > 0)
+        over_steps = self.stop_at_step is not None and state.global_step >= self.stop_at_step
+        if over_time or over_steps:
+            if over_time:
+                logger.warning("time budget of %.1f min reached at step %d: stopping", self.seconds / 60,
+                               state.global_step)
+            else:
+                logger.warning("stop_at_step %d reached (schedule spans %d steps): stopping", self.stop_at_step,
+                               state.max_steps)
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+class WhisperLladaTrainer(Trainer):
+    """A Trainer that saves through `model.save_pretrained` (keeping `checkpoint_weights="trainable"`) also when the
+    Trainer would pass an explicit state dict (DDP wrappers), and always writes the processor."""
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the projector in its own parameter group when --projector_learning_rate is
+        set (the schedule scales both groups alike)."""
+        lr = self.args.projector_learning_rate
+        if lr is None or self.optimizer is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(model))
+        groups = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = ("projector" if name.startswith("projector.") else "rest", name in decay)
+            groups.setdefault(key, []).append(param)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "weight_decay": self.args.weight_decay if use_decay else 0.0,
+              **({"lr": lr} if part == "projector" else {})} for (part, use_decay), params in groups.items()],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        """The Trainer's loss; the auxiliary CTC loss, when there is one, is averaged on the side and logged as
+        `ctc_loss` (training) or `eval_ctc_loss` (evaluation) next to the total."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        ctc = outputs.get("ctc_loss") if isinstance(outputs, dict) else getattr(outputs, "ctc_loss", None)
+        if ctc is not None:
+            sums = self.__dict__.setdefault("_ctc_sums", {})
+            total, count = sums.get(model.training, (0.0, 0))
+            sums[model.training] = (total + float(ctc.detach()), count + 1)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        sums = self.__dict__.get("_ctc_sums", {})
+        for training, key in ((True, "loss"), (False, "eval_loss")):
+            total, count = sums.pop(training, (0.0, 0))
+            if count and key in logs:
+                logs[("" if training else "eval_") + "ctc_loss"] = round(total / count, 4)
+            elif count:
+                sums[training] = (total, count)
+        super().log(logs, *args, **kwargs)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """On resume, the frozen base weights that `save_pretrained` leaves out of a checkpoint are missing by design
+        (they stay as loaded); only a missing weight the checkpoint should hold is worth a warning."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        saved = model.checkpoint_state_dict() if hasattr(model, "checkpoint_state_dict") else None
+        if saved is not None:
+            load_result.missing_keys[:] = [k for k in load_result.missing_keys if k in saved]
+        super()._issue_warnings_after_load(load_result)
+
+    def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model.save_pretrained(output_dir, safe_serialization=True)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        wld.make_readable(output_dir)  # safetensors leaves model.safetensors at mode 0600
+
+
+def print_skip_summary(title: str, stats: collections.Counter) -> None:
+    total = sum(stats.values())
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "none"
+    print(f"[data] {title}: skipped {total} record(s) ({detail})", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+
+def end_distributed() -> None:
+    """Under torchrun/accelerate: waits for every rank (rank 0 may still be writing the model), then tears the process
+    group down. Exiting with a live gloo/NCCL group can abort a rank at interpreter shutdown ("terminate called
+    without an active exception"), which fails the whole launch although training finished."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class ExistingModelError(FileExistsError):
+    """The run would overwrite a model that is already there (see `check_model_dirs`)."""
+
+
+def model_files(directory: Union[str, Path]) -> list[str]:
+    """Names of the files in `directory` that make it a saved model (empty when it is none)."""
+    return [name for name in MODEL_FILES if os.path.isfile(os.path.join(directory, name))]
+
+
+def check_model_dirs(output_dir: str, final_model_dir: Optional[str], resuming: bool, overwrite: bool) -> str:
+    """The final model's directory (default <output_dir>/final). Refuses, before anything is loaded, to overwrite a
+    model already in it, or in `output_dir` (where the Trainer saves the last weights) unless the run resumes from a
+    checkpoint, without `overwrite` (--overwrite_final_model true)."""
+    final_model_dir = final_model_dir or os.path.join(output_dir, "final")
+    targets = [("--final_model_dir", final_model_dir)]
+    if not resuming:
+        targets.append(("--output_dir", output_dir))
+    for flag, directory in targets:
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise ExistingModelError(f"{flag} {directory} exists and is not a directory.")
+        found = model_files(directory)
+        if found and not overwrite:
+            raise ExistingModelError(
+                f"{flag} {directory} already holds a model ({', '.join(found)}); refusing to overwrite it. Pass "
+                f"--overwrite_final_model true to replace it, or choose another {flag}."
+            )
+    return final_model_dir
+
+
+def restore_dtypes(model: torch.nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Casts every parameter and buffer of `model` back to the dtype recorded in `dtypes` (by name)."""
+    for name, param in model.named_parameters():
+        if name in dtypes and param.dtype != dtypes[name]:
+            param.data = param.data.to(dtypes[name])
+    for module_name, module in model.named_modules():
+        for key, buffer in module._buffers.items():
+            name = f"{module_name}.{key}" if module_name else key
+            if buffer is not None and name in dtypes and buffer.dtype != dtypes[name]:
+                module._buffers[key] = buffer.to(dtypes[name])
+
+
+def save_final(model, processor, directory: str, dtype: Optional[str] = None) -> None:
+    """Writes the model (optionally cast, e.g. float16) + processor, without optimizer state, atomically: everything
+    goes into a temporary directory next to `directory` first, which then becomes `directory` (a new or empty one);
+    into an existing directory the finished files are moved one by one with `os.replace` (config.json last, stale
+    weight shards removed, a README.md there kept), so no half-written file is ever visible there. Files get the
+    umask's default permissions (`make_readable`); a model card (README.md) is written unless one is there."""
+    from modelcard_whisper_llada import write_model_card
+
+    target = Path(directory).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    # each tensor's dtype, restored after a cast save (e.g. a float32 projector next to bfloat16 base models)
+    dtypes = {name: t.dtype for name, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+    try:
+        if dtype:
+            model.to(DTYPES[dtype])
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+        finally:
+            if dtype:
+                restore_dtypes(model, dtypes)
+        processor.save_pretrained(staging)
+        if not (target / "README.md").exists():
+            write_model_card(staging)
+        wld.make_readable(staging)
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        if not target.exists():
+            os.rename(staging, target)
+        else:
+            names = sorted((p.name for p in staging.iterdir()), key=lambda n: (n == "config.json", n))
+            for name in names:
+                if name == "README.md" and (target / name).exists():
+                    continue  # as save_pretrained does: keep a model card already there (results, or your own)
+                if (target / name).is_dir() and not (target / name).is_symlink():
+                    shutil.rmtree(target / name)
+                os.replace(staging / name, target / name)
+            for stale in target.iterdir():
+                if stale.name not in names and stale.is_file() and stale.name.startswith(("model", "pytorch_model")) \
+                        and stale.name.endswith((".safetensors", ".safetensors.index.json", ".bin")):
+                    stale.unlink()
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
+    print(f"[train] final model written to {directory} ({size / 2**20:.1f} MiB)", flush=True)
