@@ -1,5 +1,5 @@
-"""eval_hf.py: WER normalisation, decoding/split naming, an end-to-end run on a tiny random model, resume, long audio,
-and the demo defaults. The reliability cases (run signatures, bad files, Ctrl-C, a chaos run) are in
+"""eval_hf.py: WER normalisation, decodings resolved per model (global approximations, D and its CTC head), split
+naming, an end-to-end run on a tiny random model, resume, long audio, and the demo defaults. The reliability cases (run signatures, bad files, Ctrl-C, a chaos run) are in
 test_eval_reliability.py."""
 
 import json
@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, needs_shared, read_jsonl, run_eval
+from conftest import (CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, decoder_config_for, make_processor,
+                      needs_shared, read_jsonl, run_eval, tiny_config, tiny_whisper_llada)
 
 import eval_hf
 from text_normalization import normalize_text, wer_percent
+from whisper_llada_eval import DecodingRequest, EvalError, resolve_decodings
+from whisper_llada_eval_inputs import LoadedModel, parse_splits, safe_name
 
 # ----------------------------------------------------------------------------------------------------------------------
 # WER and names
@@ -30,42 +34,65 @@ def test_wer_uses_whisper_english_normaliser():
     assert wer_percent(["a b", "c d e f", "?!"], ["a b", "c d", "anything"]) == pytest.approx(100 * 2 / 6)
 
 
-def test_decoding_names_record_approximations():
-    assert eval_hf.parse_decoding("B").name == "B"
-    d = eval_hf.parse_decoding("B", threshold=0.9, kv_cache="dual")
-    assert d.name == "B+dual+thr0.9"
-    assert d.generate_kwargs() == {"decoding": "B", "threshold": 0.9, "kv_cache": "dual"}
-    d = eval_hf.parse_decoding("steps=16,gen_length=128,block_length=32")
-    assert d.name == "steps=16,gen_length=128,block_length=32" and d.preset is None
-    assert d.generate_kwargs() == {"steps": 16, "gen_length": 128, "block_length": 32}
-    d = eval_hf.parse_decoding("C,kv_cache=prefix,early_stop=1", threshold=0.5)
-    assert d.name == "C+prefix+thr0.5+es" and d.generate_kwargs()["early_stop"] is True
-    # a setting in the string wins over the global flag
-    assert eval_hf.parse_decoding("B,threshold=0.8", threshold=0.5).generate_kwargs()["threshold"] == 0.8
-    with pytest.raises(ValueError, match="unknown setting"):  # LladaGenerationConfig.parse's message
-        eval_hf.parse_decoding("steps=8,foo=1")
-    with pytest.raises(ValueError, match="unknown preset"):
-        eval_hf.parse_decoding("D")
-    # AR: gen_length is kept as an alias of transformers' max_new_tokens
-    d = eval_hf.parse_decoding("AR,gen_length=64,num_beams=2", threshold=0.9)
-    assert d.autoregressive and d.name == "AR,gen_length=64,num_beams=2"
-    assert d.generate_kwargs() == {"max_new_tokens": 64, "num_beams": 2}
+def _llada(**config) -> LoadedModel:
+    """A tiny random LLaDA-decoder model (no audio needed to resolve decodings) as eval loads models."""
+    return LoadedModel("tiny", "tiny", tiny_whisper_llada(**config), None, {}, None)
+
+
+def test_decodings_resolved_per_model_with_the_global_approximations():
+    loaded = _llada()
+    names = lambda request: [config.name for _, config in resolve_decodings(loaded, request)]  # noqa: E731
+    assert names(DecodingRequest(["A", "B", "AR"])) == ["A", "B"]  # AR: for causal-decoder models only
+    assert names(DecodingRequest(["B"], threshold=0.9, kv_cache="dual")) == ["B+dual+thr0.9"]
+    assert names(DecodingRequest(["C,kv_cache=prefix,early_stop=1"], threshold=0.5)) == ["C+prefix+thr0.5+es"]
+    # a setting in the spec wins over the global flag
+    ((_, config),) = resolve_decodings(loaded, DecodingRequest(["B,threshold=0.8"], threshold=0.5, early_stop=True))
+    assert (config.threshold, config.early_stop, config.name) == (0.8, True, "B+thr0.8+es")
+    ((_, config),) = resolve_decodings(loaded, DecodingRequest(["steps=16,gen_length=64,block_length=32"]))
+    assert (config.steps, config.gen_length, config.block_length, config.decoding) == (16, 64, 32, None)
+    assert sorted(config.name.split(",")) == ["block_length=32", "gen_length=64", "steps=16"]
+    # values are checked against the model: one error naming the model and the decoding
+    with pytest.raises(EvalError, match=r"model tiny, decoding B,gen_length=30,block_length=8: .*divisible"):
+        resolve_decodings(loaded, DecodingRequest(["B,gen_length=30,block_length=8"]))
+    with pytest.raises(EvalError, match="duplicate rows"):
+        resolve_decodings(loaded, DecodingRequest(["B", "B,kv_cache=dual"], kv_cache="dual"))
+
+
+def test_decoding_d_needs_a_ctc_head():
+    """D applies to masked-diffusion models with a CTC head: skipped silently among the defaults, an error when
+    asked for by name."""
+    with pytest.raises(EvalError, match=r"decoding D: .*has none \(config\.ctc_blank_id is None\)"):
+        resolve_decodings(_llada(), DecodingRequest(["A", "D"]))
+    defaults = DecodingRequest(eval_hf.DEFAULT_DECODINGS, defaults=True)
+    assert [c.name for _, c in resolve_decodings(_llada(), defaults)] == ["A", "B", "C"]
+    with_ctc = [c for _, c in resolve_decodings(_llada(ctc_blank_id=59), defaults)]
+    assert [c.name for c in with_ctc] == ["A", "B", "C", "D"] and with_ctc[-1].anchored
+
+
+def test_command_line_decodings():
     args = eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--steps", "16", "--gen_length", "64"])
-    assert [d.name for d in args.decodings] == ["steps=16,gen_length=64"]
-    args = eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--decoding", "A", "--kv_cache", "dual"])
-    assert [d.name for d in args.decodings] == ["A+dual"]
+    assert args.request.decodings.specs == ["steps=16,gen_length=64"] and not args.request.decodings.defaults
+    args = eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--decoding", "A", "AR,num_beams=2",
+                               "--kv_cache", "dual", "--early_stop"])
+    request = args.request.decodings
+    assert (request.specs, request.kv_cache, request.early_stop, request.threshold) == (["A", "AR,num_beams=2"],
+                                                                                       "dual", True, None)
+    # syntax errors end the command line before anything is loaded
+    for bad in ("steps=8,foo=1", "E", "AR,steps=4", "A A"):
+        with pytest.raises(SystemExit):
+            eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--decoding", *bad.split()])
 
 
 def test_split_names(tmp_path):
     (tmp_path / "test-clean").mkdir()
-    splits = eval_hf.parse_splits([
+    splits = parse_splits([
         "hub:openslr/librispeech_asr:clean:validation", "hub:openslr/librispeech_asr:other:test",
         str(tmp_path / "test-clean") + "/", str(tmp_path / "my_set.jsonl"), "demo=" + str(tmp_path / "m.jsonl"),
         str(tmp_path / "my_set.jsonl"),
     ])
     assert [s.name for s in splits] == ["dev-clean", "test-other", "test-clean", "my_set", "demo", "my_set-2"]
     assert splits[4].spec == str(tmp_path / "m.jsonl")
-    assert eval_hf.safe_name("steps=16,gen_length=128") == "steps_16_gen_length_128"
+    assert safe_name("steps=16,gen_length=128") == "steps_16_gen_length_128"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -158,13 +185,59 @@ def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manif
 def test_explicit_decoding_and_max_utterances(tiny_checkpoint, manifest, tmp_path, monkeypatch):
     calls = count_generate(monkeypatch)
     run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "steps=4,gen_length=16,block_length=8",
-         "--early_stop", "--max_utterances", "2", "--batch_size", "4")
+             "--early_stop", "--max_utterances", "2", "--batch_size", "4")
     assert calls == [2]
     row = json.loads((tmp_path / "results.json").read_text())["results"][0]
-    assert row["decoding"] == "steps=4,gen_length=16,block_length=8+es"
+    assert row["decoding"].endswith("+es")  # named by its settings, then the approximation the flag added
+    assert sorted(row["decoding"][: -len("+es")].split(",")) == ["block_length=8", "gen_length=16", "steps=4"]
     assert (row["steps"], row["gen_length"], row["block_length"], row["early_stop"]) == (4, 16, 8, True)
-    assert row["num_utterances"] == 2
-    assert (tmp_path / "hypotheses_steps_4_gen_length_16_block_length_8+es_three_clips.jsonl").exists()
+    assert row["num_utterances"] == 2 and row["preset"] is None and row["partial"] is False
+    assert row["hypotheses_file"] == f"hypotheses_{safe_name(row['decoding'])}_three_clips.jsonl"
+    assert (tmp_path / row["hypotheses_file"]).exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc_checkpoint(tmp_path_factory):
+    """conftest's `tiny_checkpoint` with a CTC head (blank: <|notimestamps|>, unused in transcripts), which D reads."""
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    processor = make_processor()
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
+                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
+                         eot_token_id=processor.eot_token_id,
+                         ctc_blank_id=processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>"))
+    torch.manual_seed(0)
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.update(gen_length=32, block_length=32, steps=8)
+    path = tmp_path_factory.mktemp("tiny_ctc_whisper_llada")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@needs_shared(WHISPER_TINY)
+def test_default_decodings_include_d_only_with_a_ctc_head(tiny_checkpoint, tiny_ctc_checkpoint, manifest, tmp_path):
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "ctc", "--max_utterances", "1")
+    rows = json.loads((tmp_path / "ctc" / "results.json").read_text())["results"]
+    assert [r["decoding"] for r in rows] == ["A", "B", "C", "D"]
+    d = rows[-1]
+    assert (d["preset"], d["steps"], d["anchor_threshold"], d["anchor_slack"]) == ("D", 2, 0.7, 2)
+    assert d["num_utterances"] == 1 and d["wer"] >= 0 and d["run_signature"]["decoding"]["anchor_slack"] == 2
+    assert read_jsonl(tmp_path / "ctc" / "hypotheses_D_three_clips.jsonl")[0]["hypothesis"] is not None
+    # without a CTC head the default set leaves D out silently ...
+    run_eval(tiny_checkpoint, manifest, tmp_path / "plain", "--max_utterances", "1")
+    rows = json.loads((tmp_path / "plain" / "results.json").read_text())["results"]
+    assert [r["decoding"] for r in rows] == ["A", "B", "C"]
+
+
+@needs_shared(WHISPER_TINY)
+def test_decoding_d_asked_for_without_a_ctc_head_is_refused_before_decoding(tiny_checkpoint, manifest, tmp_path,
+                                                                            monkeypatch):
+    calls = count_generate(monkeypatch)
+    with pytest.raises(SystemExit, match=r"^error: model \S+, decoding D: .*CTC head.*ctc_blank_id is None"):
+        run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "D")
+    assert calls == [] and not list(tmp_path.glob("hypotheses_*"))
 
 
 def _long_clip(folder: Path) -> Path:
@@ -221,13 +294,15 @@ def test_demo_audio_bundle():
 
 
 def test_no_argument_defaults():
-    """`python eval_hf.py` with no arguments means: the bundled model and clips, A B C AR (AR only for causal models),
-    into outputs/demo_eval, long audio transcribed long-form, bad files skipped."""
+    """`python eval_hf.py` with no arguments means: the bundled model and clips, A B C D AR (D only for models with a
+    CTC head, AR only for causal ones), into outputs/demo_eval, long audio transcribed long-form, bad files skipped."""
     args = eval_hf.parse_args([])
-    assert args.models == [str(eval_hf.DEMO_MODEL)] and args.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
-    assert [d.name for d in args.decodings] == ["A", "B", "C", "AR"] and args.default_decodings
+    request, options = args.request, args.options
+    assert request.models == [str(eval_hf.DEMO_MODEL)] and request.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
+    assert request.decodings.specs == ["A", "B", "C", "D", "AR"] and request.decodings.defaults
     assert args.output_dir == str(eval_hf.DEMO_OUTPUT)
-    assert (args.long_audio, args.on_bad_data, args.overwrite) == ("chunk", "skip", False)
+    assert (options.long_audio, options.on_bad_data, options.overwrite, options.batch_size) == ("chunk", "skip",
+                                                                                                 False, 8)
 
 
 def test_demo_run(tmp_path):

@@ -197,9 +197,14 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tiny_checkpoint, tmp_path):
     assert rc == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err
     message = [line for line in err.splitlines() if "interrupted" in line]
     assert len(message) == 1 and str(out) in message[0] and "rerun the same command to resume" in message[0]
-    assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
     finished = len(read_jsonl(out / "hypotheses_B_many.jsonl"))
     assert 1 <= finished < 18
+    report = json.loads((out / "results.json").read_text())
+    assert report["status"] == "interrupted"
+    # the split in progress is a partial row of what its hypotheses file holds, and the message says so
+    assert [(r["decoding"], r["partial"], r["num_utterances"], r["planned_utterances"]) for r in report["results"]] == [
+        ("B", True, finished, 18)]
+    assert f"0 complete row(s) and a partial row (B / many: {finished} of 18 utterances" in message[0]
 
     assert eval_hf.main(args) == 0
     report = json.loads((out / "results.json").read_text())
@@ -208,6 +213,46 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tiny_checkpoint, tmp_path):
     assert (row["num_utterances"], row["resumed_utterances"], row["timed_utterances"]) == (18, finished, 18 - finished)
     assert sorted(line["key"] for line in read_jsonl(out / "hypotheses_B_many.jsonl")) == sorted(
         f"{key}-{copy}" for key in CLIPS for copy in range(6))
+
+
+def test_ctrl_c_mid_split_keeps_the_decoded_part_as_a_partial_row(tiny_checkpoint, manifest, tmp_path, monkeypatch,
+                                                                   capsys):
+    """Ctrl-C in the second batch of B, after A is done: results.json/results.md hold A's row and B's first batch as
+    a row marked partial; the message says which is which and where the hypotheses are; a rerun completes B."""
+    import whisper_llada_eval
+
+    transcribe, calls = whisper_llada_eval.transcribe, []
+
+    def interrupted_in_the_fourth_batch(*args, **kwargs):  # A: batches 1-2, B: batch 3, then Ctrl-C
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return transcribe(*args, **kwargs)
+
+    monkeypatch.setattr(whisper_llada_eval, "transcribe", interrupted_in_the_fourth_batch)
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_checkpoint), "--data", str(manifest), "--output_dir", str(out), "--device", "cpu",
+            "--decoding", "A", "B", "--batch_size", "2", "--warmup_batches", "0", "--no_progress"]
+    assert eval_hf.main(args) == 130
+    report = json.loads((out / "results.json").read_text())
+    assert report["status"] == "interrupted"
+    rows = [(r["decoding"], r["partial"], r["num_utterances"], r["planned_utterances"]) for r in report["results"]]
+    assert rows == [("A", False, 3, 3), ("B", True, 2, 3)]
+    partial = report["results"][1]
+    assert partial["timed_utterances"] == 2 and partial["wer"] >= 0 and partial["rtfx"] > 0
+    assert len(read_jsonl(out / "hypotheses_B_three_clips.jsonl")) == 2
+    table = (out / "results.md").read_text()
+    assert "(interrupted)" in table and "(partial: 2 of 3)" in table and "partial: the run stopped" in table
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message == (f"interrupted: {out / 'results.json'} and results.md hold 1 complete row(s) and a partial row "
+                       "(B / three_clips: 2 of 3 utterances, from hypotheses_B_three_clips.jsonl); every decoded "
+                       f"utterance is kept in {out}/hypotheses_*.jsonl; rerun the same command to resume")
+
+    monkeypatch.setattr(whisper_llada_eval, "transcribe", transcribe)
+    assert eval_hf.main(args) == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = [(r["decoding"], r["partial"], r["num_utterances"], r["resumed_utterances"]) for r in report["results"]]
+    assert report["status"] == "complete" and rows == [("A", False, 3, 3), ("B", False, 3, 2)]
 
 
 def test_chaos_run_killed_and_resumed_gives_the_clean_runs_hypotheses(tiny_checkpoint, tmp_path, capsys):
