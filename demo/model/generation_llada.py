@@ -1,17 +1,18 @@
 """Masked-diffusion decoding for LLaDA-style mask predictors: LLaDA's low-confidence remasking sampler.
 
-`LladaGenerationConfig` is the one home of the decoding settings: the A/B/C presets, the defaults, their validation
-and the parsing of strings such as "B,kv_cache=dual". `LladaGenerationMixin.generate` is the sampler, one loop in the
-order of LLaDA's reference `generate.py`:
+`LladaGenerationConfig` is the one home of the decoding settings: the A/B/C/D presets, the defaults, their validation
+and the parsing of strings such as "B,kv_cache=dual"; a resolved config also names itself (`name`) and lists its
+settings (`settings()`), which is what eval_hf.py, bench_hf.py and the model card record. `LladaGenerationMixin.generate`
+is the sampler, one loop in the order of LLaDA's reference `generate.py`:
 
-    answer = [MASK] * gen_length after the prompt
+    answer = [MASK] * gen_length after the prompt       (D: the anchored CTC hypothesis, `anchored_answer`)
     for each block, for each of its steps:               (semi-autoregressive blocks; steps counted over all blocks)
         logits of the block's positions                  (`_block_logits`; the Fast-dLLM cache lives there)
         x0, confidence = argmax and its probability      (`_predict`; Gumbel noise when temperature > 0)
         commit the most confident masked positions       (`_select`; as many as the schedule gives this step)
-        [early stop: fill after EOS, retire finished rows]  (`_Rows.retire_finished`)
+        [early stop: fill after EOS, retire finished rows]  (`_Rows.fill_after_eos`, `_Rows.retire_finished`)
 
-At temperature 0 with the exact settings the tokens are those of LLaDA's reference sampler (tested against an
+At temperature 0 with the exact settings A, B and C give the tokens of LLaDA's reference sampler (tested against an
 independent implementation of it). `threshold`, `kv_cache` and `early_stop` are opt-in approximations.
 """
 
@@ -19,17 +20,23 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 from transformers import GenerationConfig
+from transformers.utils import ModelOutput
 
-# The three decoding configurations of the reference results: A = one step, B = 8 steps of iterative refinement,
-# C = 8 steps per block x 16 semi-autoregressive blocks (LLaDA counts steps over all blocks: 128 in all).
-DECODING_PRESETS: dict[str, dict[str, int]] = {
+# The decoding presets. A, B and C are the reference results' configurations: A = one step, B = 8 steps of iterative
+# refinement, C = 8 steps per block x 16 semi-autoregressive blocks (LLaDA counts steps over all blocks: 128 in all).
+# D starts from the CTC hypothesis instead of all-[MASK] (hypothesis-anchored decoding): its uncertain tokens and a few
+# extra slots are masked, and `steps` steps of LLaDA's remasking fill only those.
+DECODING_PRESETS: dict[str, dict[str, Any]] = {
     "A": {"steps": 1, "num_blocks": 1},
     "B": {"steps": 8, "num_blocks": 1},
     "C": {"steps": 8 * 16, "num_blocks": 16},
+    # D's settings were chosen on the demo's validation utterances; `decoding="D", anchor_threshold=...` overrides them
+    "D": {"steps": 2, "num_blocks": 1, "anchored": True, "anchor_threshold": 0.7, "anchor_slack": 2},
 }
 
 # The settings `generate()` takes, with the parsers used for "key=value" strings.
@@ -43,8 +50,11 @@ LLADA_SETTINGS: dict[str, Any] = {
     "threshold": float,
     "kv_cache": str,
     "early_stop": _BOOL,
+    "anchor_threshold": float,
+    "anchor_slack": int,
 }
 APPROXIMATE_SETTINGS = ("threshold", "kv_cache", "early_stop")
+ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack")
 
 
 class LladaGenerationConfig(GenerationConfig):
@@ -60,6 +70,10 @@ class LladaGenerationConfig(GenerationConfig):
         threshold: approximate: each step also commits every masked token of the block at least this confident.
         kv_cache: approximate: None, "prefix" or "dual" (Fast-dLLM caching of the keys/values outside the block).
         early_stop: approximate: after a committed EOS every later position becomes EOS; finished rows stop.
+        anchored: start from the CTC hypothesis (preset D) instead of all-[MASK].
+        anchor_threshold: D: hypothesis tokens whose CTC confidence is below this are masked.
+        anchor_slack: D: [MASK] slots after the hypothesis, for tokens the CTC missed at the end.
+        decoding: the preset this config was resolved from (A, B, C, D), or None; part of its `name`.
         mask_token_id / eos_token_id / pad_token_id: the decoder's special ids.
     """
 
@@ -73,11 +87,16 @@ class LladaGenerationConfig(GenerationConfig):
         threshold: float | None = None,
         kv_cache: str | None = None,
         early_stop: bool = False,
+        anchored: bool = False,
+        anchor_threshold: float = DECODING_PRESETS["D"]["anchor_threshold"],
+        anchor_slack: int = DECODING_PRESETS["D"]["anchor_slack"],
+        decoding: str | None = None,
         mask_token_id: int | None = None,
         **kwargs: Any,
     ):
         kwargs.setdefault("num_beams", 1)  # so that pipelines do not inject beam search
         kwargs.pop("do_sample", None)  # sampling is `temperature > 0`
+        explicit = kwargs.pop("explicit", ())
         super().__init__(**kwargs)
         self.gen_length = gen_length
         self.steps = steps
@@ -88,6 +107,11 @@ class LladaGenerationConfig(GenerationConfig):
         self.threshold = threshold
         self.kv_cache = kv_cache
         self.early_stop = early_stop
+        self.anchored = anchored
+        self.anchor_threshold = anchor_threshold
+        self.anchor_slack = anchor_slack
+        self.decoding = decoding
+        self.explicit = list(explicit)  # the settings a caller set on top of the preset (for `name`)
         self.mask_token_id = mask_token_id
 
     # -- resolving and checking --------------------------------------------------------------------------------------
@@ -102,31 +126,66 @@ class LladaGenerationConfig(GenerationConfig):
 
     @property
     def may_finish_blocks_early(self) -> bool:
-        """The approximations can fill a block before its last scheduled step."""
-        return self.threshold is not None or bool(self.early_stop)
+        """The approximations (and an anchored start) can fill a block before its last scheduled step."""
+        return self.threshold is not None or bool(self.early_stop) or self.anchored
+
+    @classmethod
+    def from_generation_config(cls, config: GenerationConfig, defaults: "LladaGenerationConfig") -> "LladaGenerationConfig":
+        """A plain `GenerationConfig` (e.g. `GenerationConfig.from_pretrained(checkpoint)` or one built by hand) read
+        as masked-diffusion settings on top of `defaults`: its LLaDA fields are taken (and validated like keyword
+        arguments), the special ids fill in what `defaults` lacks; anything a masked-diffusion decoder cannot honour
+        (beam search, a max_new_tokens, top-k ...) raises one error naming it."""
+        if isinstance(config, cls):
+            return config
+        values = config.to_diff_dict()
+        ignored = {"transformers_version", "_from_model_config", "num_beams", "do_sample", "eos_token_id",
+                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "anchored", "explicit"}
+        unknown = sorted(set(values) - set(LLADA_SETTINGS) - ignored)
+        if unknown or values.get("num_beams", 1) not in (None, 1):
+            bad = unknown or ["num_beams"]
+            raise ValueError(
+                f"generation_config: {bad} cannot be used for masked-diffusion decoding. Pass a LladaGenerationConfig "
+                f"(model.generation_config, or its .resolved(...)) or a GenerationConfig holding only "
+                f"{', '.join(LLADA_SETTINGS)}."
+            )
+        merged = copy.deepcopy(defaults)
+        merged.update(**{k: v for k, v in values.items() if k in LLADA_SETTINGS or k in ("mask_token_id",
+                                                                                        "eos_token_id", "pad_token_id")})
+        merged.check()
+        return merged
 
     def resolved(self, decoding: str | None = None, **settings: Any) -> "LladaGenerationConfig":
-        """A validated copy with a preset (`decoding` "A", "B" or "C") and/or explicit settings applied. Without an
-        explicit block_length the number of blocks is kept (the preset's, or this config's). Unknown names raise."""
+        """A validated copy with a preset and/or explicit settings applied: `decoding` is "A", "B", "C" or "D", or a
+        string such as "B,kv_cache=dual" (`parse`). Without an explicit block_length the number of blocks is kept
+        (the preset's, or this config's). Unknown names raise a TypeError naming them."""
+        if decoding is not None and ("," in decoding or "=" in decoding):
+            parsed = self.parse(decoding)
+            decoding = parsed.pop("decoding", None)
+            settings = {**parsed, **settings}
         unknown = sorted(set(settings) - set(LLADA_SETTINGS) - {"num_beams"})
         if unknown:
             raise TypeError(
                 f"generate() got unknown argument(s) {unknown} for masked-diffusion decoding; valid: decoding, "
                 f"{', '.join(LLADA_SETTINGS)}, generation_config, generator."
             )
-        if settings.get("num_beams", 1) not in (None, 1):
+        if settings.pop("num_beams", 1) not in (None, 1):
             raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")
-        settings.pop("num_beams", None)
         config = copy.deepcopy(self)
         num_blocks = max(1, config.gen_length // (config.block_length or config.gen_length))
         if decoding is not None:
             if decoding not in DECODING_PRESETS:
                 raise ValueError(f"decoding must be one of {sorted(DECODING_PRESETS)}, got {decoding!r}.")
-            config.steps, num_blocks = DECODING_PRESETS[decoding]["steps"], DECODING_PRESETS[decoding]["num_blocks"]
+            preset = DECODING_PRESETS[decoding]
+            num_blocks = preset["num_blocks"]
+            config.update(**{k: v for k, v in preset.items() if k != "num_blocks"})
+            config.anchored = preset.get("anchored", False)
+            config.decoding, config.explicit = decoding, []
         for name, value in settings.items():
             if value is not None:
                 setattr(config, name, value)
-        if "temperature" in settings and settings["temperature"] is not None:
+                if name not in config.explicit:
+                    config.explicit.append(name)
+        if settings.get("temperature") is not None:
             _check_finite("temperature", settings["temperature"])
             config.temperature = settings["temperature"] or None
             config.do_sample = True if config.temperature else None
@@ -144,6 +203,8 @@ class LladaGenerationConfig(GenerationConfig):
             _check_positive_int(name, getattr(self, name))
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length={self.gen_length} must be divisible by block_length={self.block_length}.")
+        if self.anchored and self.num_blocks != 1:
+            raise ValueError("anchored decoding (D) runs over one block: leave block_length at gen_length.")
         if self.steps % self.num_blocks:
             raise ValueError(
                 f"steps={self.steps} must be divisible by the number of blocks gen_length/block_length={self.num_blocks} "
@@ -160,8 +221,21 @@ class LladaGenerationConfig(GenerationConfig):
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}.")
         if not isinstance(self.early_stop, bool):
             raise ValueError(f"early_stop must be True or False, got {self.early_stop!r}.")
+        if self.anchored:
+            if not 0.0 <= _check_finite("anchor_threshold", self.anchor_threshold) <= 1.0:
+                raise ValueError(f"anchor_threshold must be in [0, 1], got {self.anchor_threshold!r}.")
+            if isinstance(self.anchor_slack, bool) or not isinstance(self.anchor_slack, int) or self.anchor_slack < 0:
+                raise ValueError(f"anchor_slack must be an integer >= 0, got {self.anchor_slack!r}.")
+        elif any(name in self.explicit for name in ANCHOR_SETTINGS):
+            raise ValueError(f"{[n for n in ANCHOR_SETTINGS if n in self.explicit]} apply to anchored decoding only: "
+                             'use decoding="D".')
         if self.mask_token_id is None or self.eos_token_id is None:
             raise ValueError("The generation config needs mask_token_id and eos_token_id (the decoder's special ids).")
+
+    @staticmethod
+    def handles(spec: str) -> bool:
+        """Whether a decoding string is for a masked-diffusion decoder (a preset or settings, not "AR...")."""
+        return str(spec).split(",")[0].strip() != "AR"
 
     @staticmethod
     def parse(text: str) -> dict[str, Any]:
@@ -188,6 +262,38 @@ class LladaGenerationConfig(GenerationConfig):
                 raise ValueError(f"decoding {text!r}: bad value for {key}: {value!r}") from error
         return kwargs
 
+    def set_length(self, length: int) -> None:
+        """The default answer length, one block (train_hf.py --gen_length)."""
+        self.gen_length = self.block_length = int(length)
+
+    # -- naming and recording (eval_hf.py rows, bench_hf.py variants, the model card) ----------------------------------
+
+    @property
+    def name(self) -> str:
+        """"B", "B,gen_length=64", "steps=16,gen_length=128,block_length=32", "C+dual+thr0.9+es": the preset, the
+        exact settings set on top of it, then the approximations."""
+        exact = [f"{k}={_format(getattr(self, k))}" for k in self.explicit if k not in APPROXIMATE_SETTINGS]
+        name = ",".join(([self.decoding] if self.decoding else []) + exact) or "default"
+        if self.kv_cache:
+            name += f"+{self.kv_cache}"
+        if self.threshold is not None:
+            name += f"+thr{_format(self.threshold)}"
+        if self.early_stop:
+            name += "+es"
+        return name
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings, as eval_hf.py records them for each row."""
+        return {"decoding": self.decoding, "steps": self.steps, "gen_length": self.gen_length,
+                "block_length": self.block_length, "num_blocks": self.num_blocks, "num_beams": 1,
+                "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
+                "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
+                **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {})}
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -212,12 +318,66 @@ def num_transfer_schedule(block_length: int, steps: int) -> list[int]:
     return [base + (1 if step < remainder else 0) for step in range(steps)]
 
 
-def diffusion_schedule(config: LladaGenerationConfig) -> Iterator[tuple[int, int, int]]:
-    """(block start, block end, tokens to commit) for every step, blocks left to right."""
+def diffusion_schedule(config: LladaGenerationConfig) -> Iterator[tuple[int, int, int, int]]:
+    """(block start, block end, step within the block, tokens to commit in a fully masked block) for every step,
+    blocks left to right."""
     for block in range(config.num_blocks):
         start = block * config.block_length
-        for n_commit in num_transfer_schedule(config.block_length, config.steps_per_block):
-            yield start, start + config.block_length, n_commit
+        for step, n_commit in enumerate(num_transfer_schedule(config.block_length, config.steps_per_block)):
+            yield start, start + config.block_length, step, n_commit
+
+
+def anchored_answer(tokens: list[list[int]], confidences: list[list[float]], config: LladaGenerationConfig) -> torch.LongTensor:
+    """D's start state (B, gen_length): each row's CTC hypothesis (`tokens`, with their `confidences`) with the tokens
+    under `anchor_threshold` replaced by [MASK], then `anchor_slack` [MASK] slots, then EOS up to gen_length. A
+    hypothesis longer than gen_length - anchor_slack is cut to fit."""
+    rows = torch.full((len(tokens), config.gen_length), config.eos_token_id, dtype=torch.long)
+    room = max(0, config.gen_length - config.anchor_slack)
+    for row, (ids, conf) in enumerate(zip(tokens, confidences)):
+        ids, conf = ids[:room], conf[:room]
+        kept = [i if c >= config.anchor_threshold else config.mask_token_id for i, c in zip(ids, conf)]
+        slots = min(config.anchor_slack, config.gen_length - len(kept))
+        rows[row, : len(kept) + slots] = torch.tensor(kept + [config.mask_token_id] * slots, dtype=torch.long)
+    return rows
+
+
+def align(hypothesis: list[int], reference: list[int]) -> list[int | None]:
+    """For each reference token, the index of the hypothesis token a minimum-edit alignment pairs it with (a match or
+    a substitution), or None where the hypothesis misses it (a deletion). A substitution costs 3, a deletion or an
+    insertion 2: among alignments with as many edits, those that pair equal tokens win."""
+    n, m = len(reference), len(hypothesis)
+    sub = lambda i, j: 0 if reference[i - 1] == hypothesis[j - 1] else 3  # noqa: E731
+    cost = [[2 * (i + j) if i == 0 or j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + sub(i, j), cost[i - 1][j] + 2, cost[i][j - 1] + 2)
+    pairs: list[int | None] = [None] * n
+    i, j = n, m
+    while i > 0 and j > 0:
+        if cost[i][j] == cost[i - 1][j - 1] + sub(i, j):
+            pairs[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 2:
+            i -= 1
+        else:
+            j -= 1
+    return pairs
+
+
+def anchored_labels(labels: torch.LongTensor, tokens: list[int], confidences: list[float], threshold: float,
+                    mask_id: int, eos_id: int) -> torch.LongTensor:
+    """Training input for an editor of D's start (A,): the answer `labels` (EOS-padded, -100 = not in the answer, read
+    as 0) with each transcript token replaced by the CTC token aligned to it (`align`) when that one is at least
+    `threshold` confident, and by [MASK] when it is less confident or the CTC missed the token. The CTC's confident
+    errors stay in, as D presents them; its extra tokens have no place in the answer and are left out."""
+    length = int(((labels != eos_id) & (labels != -100)).long().cumprod(-1).sum())  # tokens before the first EOS
+    labels = labels.clamp(min=0)
+    reference = labels[:length].tolist()
+    out = labels.clone()
+    for position, index in enumerate(align(tokens, reference)):
+        keep = index is not None and confidences[index] >= threshold
+        out[position] = tokens[index] if keep else mask_id
+    return out
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
@@ -241,13 +401,15 @@ def argmax_probability(logits: torch.Tensor, predicted: torch.Tensor, max_elemen
 
 
 class _Rows:
-    """The rows still being decoded: prefix embeddings, answer ids, attention mask, positions and the Fast-dLLM
-    cache. With early stop, finished rows retire into `output` and leave every tensor here."""
+    """The rows still being decoded: prefix embeddings, answer ids, attention mask, positions, the Fast-dLLM cache and
+    (anchored start) each row's commit schedule. With early stop, finished rows retire into `output` and leave every
+    tensor here."""
 
-    def __init__(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, config: LladaGenerationConfig):
+    def __init__(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, answer: torch.LongTensor,
+                 config: LladaGenerationConfig):
         batch, device = prefix.shape[0], prefix.device
         self.prefix = prefix  # (b, P, d), left-padded
-        self.answer = torch.full((batch, config.gen_length), config.mask_token_id, dtype=torch.long, device=device)
+        self.answer = answer  # (b, G)
         full_mask = torch.cat((prefix_mask, torch.ones_like(self.answer)), dim=1)  # (b, P + G)
         self.positions = (full_mask.cumsum(-1) - 1).clamp(min=0)  # real tokens numbered from 0
         self.key_mask = None if bool(prefix_mask.all()) else full_mask  # no padding: SDPA's fastest path
@@ -255,11 +417,22 @@ class _Rows:
         self.output = self.answer.clone()
         self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per-layer (k, v) of every position
         self.cache_block: int | None = None  # start of the block the cache was filled for
+        self.plan = None  # (b, steps) tokens each row commits per step, when the start is not fully masked
+        if config.anchored:
+            masked = (answer == config.mask_token_id).sum(-1).tolist()
+            self.plan = torch.tensor([num_transfer_schedule(n, config.steps) for n in masked], device=device)
 
-    def retire_finished(self, eos_id: int, mask_id: int) -> bool:
-        """Early stop: every position after a committed EOS becomes EOS; rows without masks left are written to
-        `output` and dropped. Returns True when no row is left."""
+    def n_commit(self, scheduled: int, step: int) -> int | torch.Tensor:
+        """Tokens to commit this step: the block schedule's, or each row's own (anchored start: LLaDA's
+        `get_num_transfer_tokens` over the row's masked positions)."""
+        return scheduled if self.plan is None else self.plan[:, step]
+
+    def fill_after_eos(self, eos_id: int) -> None:
+        """Early stop: every position after a committed EOS becomes EOS."""
         self.answer = self.answer.masked_fill((self.answer == eos_id).cumsum(-1) > 0, eos_id)
+
+    def retire_finished(self, mask_id: int) -> bool:
+        """Rows without masks left are written to `output` and dropped. Returns True when no row is left."""
         done = ~(self.answer == mask_id).any(-1)
         if bool(done.any()):
             self.output[self.index[done]] = self.answer[done]
@@ -268,11 +441,46 @@ class _Rows:
                 self.prefix[keep], self.answer[keep], self.positions[keep], self.index[keep])
             self.key_mask = None if self.key_mask is None else self.key_mask[keep]
             self.cache = None if self.cache is None else [(k[keep], v[keep]) for k, v in self.cache]
+            self.plan = None if self.plan is None else self.plan[keep]
         return self.index.numel() == 0
 
     def result(self) -> torch.LongTensor:
         self.output[self.index] = self.answer
         return self.output
+
+
+@dataclass
+class LladaGenerateOutput(ModelOutput):
+    """`generate(..., return_dict_in_generate=True)`. sequences: (B, gen_length) answer ids. With
+    `output_history=True`: history (B, S + 1, gen_length), the answer after each of the S sampler steps (state 0 = the
+    start: all [MASK], or D's anchored hypothesis; the last state = `sequences`); confidences (B, S + 1, gen_length),
+    the confidence each token had when it was committed, at the step that committed it, NaN elsewhere."""
+
+    sequences: torch.LongTensor | None = None
+    history: torch.LongTensor | None = None
+    confidences: torch.Tensor | None = None
+
+
+class _History:
+    """Records the answer of every row after each sampler step (only when asked: `output_history=True`)."""
+
+    def __init__(self, start: torch.LongTensor):
+        self.states = [start.clone()]
+        self.confidences = [torch.full(start.shape, math.nan)]
+
+    def record(self, rows: _Rows, commit: torch.Tensor, confidence: torch.Tensor, start: int, end: int) -> None:
+        state = self.states[-1].clone()
+        state[rows.index.cpu()] = rows.answer.cpu()
+        committed = torch.full(state.shape, math.nan)
+        values = torch.where(commit, confidence.float(), torch.full_like(confidence, math.nan, dtype=torch.float)).cpu()
+        committed[rows.index.cpu(), start:end] = values
+        self.states.append(state)
+        self.confidences.append(committed)
+
+    def output(self, sequences: torch.LongTensor) -> LladaGenerateOutput:
+        self.states[-1] = sequences.cpu().clone()  # early stop's EOS fill of finished rows
+        return LladaGenerateOutput(sequences=sequences, history=torch.stack(self.states, 1),
+                                   confidences=torch.stack(self.confidences, 1))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -286,22 +494,39 @@ class LladaGenerationMixin:
 
     generation_config: LladaGenerationConfig
 
+    def resolve_generation_config(self, generation_config: GenerationConfig | None = None, decoding: str | None = None,
+                                  **settings: Any) -> LladaGenerationConfig:
+        """The one place decoding settings are resolved: a preset or "B,kv_cache=dual"-style string and keyword
+        settings on top of `generation_config` (default: the model's; a plain GenerationConfig is converted)."""
+        base = generation_config if generation_config is not None else self.generation_config
+        base = LladaGenerationConfig.from_generation_config(base, self.generation_config)
+        if decoding is None and not settings and getattr(base, "_resolved", False):
+            return base
+        config = base.resolved(decoding, **settings)
+        config._resolved = True
+        return config
+
     @torch.no_grad()
     def generate(
         self,
         inputs_embeds: torch.Tensor | None = None,  # (B, P, d) left-padded prompt embeddings
         attention_mask: torch.Tensor | None = None,  # (B, P) 1 = real token
-        generation_config: LladaGenerationConfig | None = None,
+        generation_config: GenerationConfig | None = None,
         generator: torch.Generator | None = None,
         input_ids: torch.LongTensor | None = None,  # (B, P) a prompt given as ids instead
+        answer_start: torch.LongTensor | None = None,  # (B, gen_length) D's anchored start (`anchored_answer`)
+        return_dict_in_generate: bool = False,
+        output_history: bool = False,
         decoding: str | None = None,
-        **kwargs: Any,
-    ) -> torch.LongTensor:
-        """Fills `[MASK] * gen_length` after the prompt; returns the answer ids (B, gen_length).
+        **settings: Any,
+    ) -> torch.LongTensor | LladaGenerateOutput:
+        """Fills the answer after the prompt; returns its ids (B, gen_length), or a `LladaGenerateOutput` with
+        `return_dict_in_generate=True` (`output_history=True` adds every step's state and confidences).
 
-        `decoding` picks a preset ("A", "B", "C"); keyword arguments (`steps`, `gen_length`, `block_length`,
-        `temperature`, `remasking`, `threshold`, `kv_cache`, `early_stop`) override it; anything else raises."""
-        config = (generation_config or self.generation_config).resolved(decoding, **kwargs)
+        `decoding` picks a preset ("A", "B", "C"; "D" needs `answer_start`) or a "B,kv_cache=dual" string; keyword
+        settings (`steps`, `gen_length`, `block_length`, `temperature`, `remasking`, `threshold`, `kv_cache`,
+        `early_stop`, ...) override it; anything else raises."""
+        config = self.resolve_generation_config(generation_config, decoding, **settings)
         prefix = self._prompt_embeddings(inputs_embeds, input_ids)
         mask = attention_mask if attention_mask is not None else torch.ones(prefix.shape[:2], dtype=torch.long)
         limit = getattr(self.config, "max_sequence_length", None)
@@ -310,26 +535,46 @@ class LladaGenerationMixin:
                 f"prompt ({prefix.shape[1]} positions) + gen_length ({config.gen_length}) exceeds the decoder's "
                 f"max_sequence_length ({limit}); use a smaller gen_length."
             )
-        rows = _Rows(prefix, mask.to(prefix.device).long(), config)
+        rows = _Rows(prefix, mask.to(prefix.device).long(), self._start(prefix, config, answer_start), config)
+        history = _History(rows.answer) if output_history else None
 
-        for start, end, n_commit in diffusion_schedule(config):
-            if n_commit == 0 and config.threshold is None:
+        for start, end, step, scheduled in diffusion_schedule(config):
+            n_commit = rows.n_commit(scheduled, step)
+            if config.threshold is None and int(n_commit if isinstance(n_commit, int) else n_commit.max()) == 0:
                 continue  # more steps than tokens in the block: the reference's step commits nothing
             masked = rows.answer[:, start:end] == config.mask_token_id  # (b, block_length)
             if config.may_finish_blocks_early and not bool(masked.any()):
-                continue  # approximate modes: this block is already complete
+                continue  # this block is already complete
             logits = self._block_logits(rows, start, end, config)
             predicted, confidence = self._predict(logits, config, generator)
             commit = self._select(confidence, masked, n_commit, config.threshold)
             rows.answer[:, start:end] = torch.where(commit, predicted, rows.answer[:, start:end])
-            if config.early_stop and rows.retire_finished(config.eos_token_id, config.mask_token_id):
+            if config.early_stop:
+                rows.fill_after_eos(config.eos_token_id)
+            if history is not None:
+                history.record(rows, commit, confidence, start, end)
+            if (config.early_stop or config.anchored) and rows.retire_finished(config.mask_token_id):
                 break
-        return rows.result()
+        sequences = rows.result()
+        if not return_dict_in_generate:
+            return sequences
+        return history.output(sequences) if history is not None else LladaGenerateOutput(sequences=sequences)
 
     def _prompt_embeddings(self, inputs_embeds, input_ids) -> torch.Tensor:
         if (inputs_embeds is None) == (input_ids is None):
             raise ValueError("generate() needs exactly one of `inputs_embeds` or `input_ids` (the prompt).")
         return inputs_embeds if inputs_embeds is not None else self.get_input_embeddings()(input_ids)
+
+    @staticmethod
+    def _start(prefix: torch.Tensor, config: LladaGenerationConfig, answer_start) -> torch.LongTensor:
+        """The answer before the first step: [MASK] * gen_length, or D's anchored hypothesis."""
+        if not config.anchored:
+            return torch.full((prefix.shape[0], config.gen_length), config.mask_token_id, dtype=torch.long,
+                              device=prefix.device)
+        if answer_start is None or tuple(answer_start.shape) != (prefix.shape[0], config.gen_length):
+            raise ValueError(f"anchored decoding (D) needs answer_start of shape ({prefix.shape[0]}, "
+                             f"{config.gen_length}): the CTC hypothesis built by the speech model (anchored_answer).")
+        return answer_start.to(prefix.device).clone()
 
     def _block_logits(self, rows: _Rows, start: int, end: int, config: LladaGenerationConfig) -> torch.Tensor:
         """Logits (b, block_length, vocab) of the current block. Exact: a full forward each step. With `kv_cache`,
@@ -374,16 +619,21 @@ class LladaGenerationMixin:
         return predicted, confidence
 
     @staticmethod
-    def _select(confidence: torch.Tensor, masked: torch.Tensor, n_commit: int, threshold: float | None):
-        """Vectorised top-k commit: the n_commit most confident masked positions of each row (plus, with a threshold,
-        every masked position at least that confident)."""
+    def _select(confidence: torch.Tensor, masked: torch.Tensor, n_commit: int | torch.Tensor, threshold: float | None):
+        """Vectorised top-k commit: the n_commit most confident masked positions of each row (n_commit: one count, or
+        one per row), plus, with a threshold, every masked position at least that confident."""
         confidence = confidence.masked_fill(~masked, -math.inf)
-        top = confidence.topk(n_commit, dim=-1).indices
-        commit = torch.zeros_like(masked).scatter_(-1, top, True) & masked
+        if isinstance(n_commit, int):
+            top = confidence.topk(n_commit, dim=-1).indices
+            commit = torch.zeros_like(masked).scatter_(-1, top, True) & masked
+        else:
+            top = confidence.topk(int(n_commit.max()), dim=-1).indices
+            wanted = torch.arange(top.shape[-1], device=top.device) < n_commit.to(top.device)[:, None]
+            commit = torch.zeros_like(masked).scatter_(-1, top, wanted) & masked
         if threshold is not None:
             commit |= masked & (confidence >= threshold)
         return commit
 
 
-__all__ = ["LladaGenerationConfig", "LladaGenerationMixin", "DECODING_PRESETS", "num_transfer_schedule",
-           "argmax_probability"]
+__all__ = ["LladaGenerationConfig", "LladaGenerationMixin", "LladaGenerateOutput", "DECODING_PRESETS",
+           "num_transfer_schedule", "argmax_probability", "anchored_answer", "anchored_labels", "align"]

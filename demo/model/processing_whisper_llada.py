@@ -4,6 +4,7 @@ a speech placeholder, training labels (answer + EOS padding) and transcript deco
 from __future__ import annotations
 
 import io
+import logging
 import os
 from typing import Any
 
@@ -15,6 +16,8 @@ try:
     from .configuration_whisper_llada import DEFAULT_PROMPT
 except ImportError:  # imported as a plain top-level module
     from configuration_whisper_llada import DEFAULT_PROMPT
+
+logger = logging.getLogger(__name__)
 
 SPEECH_PLACEHOLDER = "<|speech|>"
 
@@ -215,14 +218,21 @@ class WhisperLladaProcessor(ProcessorMixin):
         # one array is one clip (a 2-D array is multi-channel and downmixed, as the pipeline does); a batch is a list
         single = isinstance(audio, (str, os.PathLike, bytes, bytearray, dict, np.ndarray, torch.Tensor))
         items = [audio] if single else list(audio)
+        if sampling_rate is None and any(isinstance(item, (np.ndarray, torch.Tensor, list)) for item in items):
+            logger.warning(
+                "WhisperLladaProcessor: audio arrays were passed without `sampling_rate`; they are read as %d Hz. Pass "
+                "sampling_rate=... (audio at another rate is transcribed as garbage; files carry their own rate).",
+                fe.sampling_rate)
         waves = []
         for index, item in enumerate(items):
             wave = load_audio(item if not isinstance(item, (np.ndarray, torch.Tensor)) else
                               {"array": item, "sampling_rate": rate}, fe.sampling_rate)
             if len(wave) > fe.n_samples:
                 raise AudioInputError(
-                    f"Audio item {index} is {len(wave) / fe.sampling_rate:.1f} s long; the Whisper encoder sees at "
-                    f"most {fe.n_samples / fe.sampling_rate:.0f} s. Split it into shorter segments."
+                    f"Audio item {index} is {len(wave) / fe.sampling_rate:.2f} s long ({len(wave)} samples at "
+                    f"{fe.sampling_rate} Hz); the Whisper encoder sees at most {fe.n_samples / fe.sampling_rate:g} s "
+                    f"({fe.n_samples} samples). Split it into shorter segments (the ASR pipeline and transcribe() do "
+                    "that for you)."
                 )
             waves.append(wave)
         return fe(waves, sampling_rate=fe.sampling_rate, return_attention_mask=True, return_tensors="pt")
