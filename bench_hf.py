@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from configuration_whisper_llada import LladaConfig, WhisperLladaConfig  # noqa: E402
-from whisper_llada_data import write_atomic  # noqa: E402
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration  # noqa: E402
 from pipeline_whisper_llada import transcribe  # noqa: E402
 from processing_whisper_llada import WhisperLladaProcessor, load_audio  # noqa: E402
 from text_normalization import wer_percent  # noqa: E402
 from whisper_llada_data import read_manifest  # noqa: E402
+from whisper_llada_io import write_atomic  # noqa: E402
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.74}

@@ -28,7 +28,8 @@ from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, Llad
 from modeling_causal_decoder import CausalLMDecoder, keep_first_layers
 from modeling_llada import (LLAMA_TO_LLADA_NAMES, LladaForMaskedDiffusion, llada_config_from_llama,
                             llada_from_causal_lm, load_causal_lm, resolve_model_path)
-from modeling_whisper_llada import LoraLinear, WhisperLladaForConditionalGeneration, add_lora
+from modeling_lora import LoraLinear, add_lora
+from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 from processing_whisper_llada import (CHATML_TEMPLATE, WhisperLladaProcessor, build_llada_style_tokenizer,
                                       mask_predictor_tokenizer)
 
@@ -213,7 +214,7 @@ def continue_training(path: str, dtype: str = "float32", lora_r: int = 0, train_
         raise ValueError(f"--lora_r {lora_r}: {path} has LoRA adapters of rank {saved['r']}; pass --lora_r "
                          f"{saved['r']} to train them further, or 0 to keep them frozen.")
     if reset_projector:
-        from modeling_whisper_llada import WhisperLladaProjector
+        from modeling_projector import WhisperLladaProjector
 
         model.projector = WhisperLladaProjector(model.config).to(DTYPES[dtype])
     set_trainable(model, train_decoder, freeze_decoder_embeddings, lora=bool(lora_r and saved))
@@ -323,7 +324,8 @@ def upgrade_checkpoint(directory: str) -> list[str]:
     WhisperLladaConfig(**{k: v for k, v in config.items() if k != "model_type"})  # still a valid config
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     root = Path(__file__).resolve().parent
-    for name in ("configuration_whisper_llada.py", "modeling_whisper_llada.py", "modeling_llada.py",
+    for name in ("configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
+                 "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "modeling_llada.py",
                  "modeling_causal_decoder.py", "generation_llada.py", "processing_whisper_llada.py",
                  "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"):
         if not (folder / name).exists() or (folder / name).read_bytes() != (root / name).read_bytes():

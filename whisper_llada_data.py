@@ -7,7 +7,7 @@ the remote-code package that ships with a checkpoint, so it may depend on
 Everything revolves around one record type, a plain ``dict``::
 
     {"key": "118-47824-0000",          # utterance id
-     "audio": <audio source>,          # see ``load_audio``
+     "audio": <audio source>,          # see ``whisper_llada_io``
      "text": "CHAPTER SEVEN ...",      # reference transcript (raw)
      "duration": 17.1}                 # seconds, or None when unknown
 
@@ -21,8 +21,10 @@ Records come from three kinds of places, all reachable through
 * a dataset on the Hugging Face Hub, streamed (``hf_librispeech``), written as
   ``hub:NAME[:CONFIG[:SPLIT]]``.
 
-``filter_records`` drops (or rejects) unusable records, ``write_manifest`` /
-``create_manifest`` write NeMo-style manifests, and the command line::
+``filter_records`` drops (or rejects) unusable records. Audio sources (names,
+paths, durations, decoding) and safe file writes live in ``whisper_llada_io``;
+``whisper_llada_data_prep`` writes NeMo-style manifests (``write_manifest`` /
+``create_manifest``) and tokenizers, and runs this module's command line::
 
     python whisper_llada_data.py create-manifest DIR [DIR ...] --output OUT.jsonl \\
         [--include-speakers ID ...] [--exclude-speakers ID ...] [--speakers-out FILE]
@@ -39,23 +41,19 @@ one message that names the offending file (or ``<bytes>``) and the problem.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import io
 import json
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Optional, TypedDict, Union
+from typing import Any, Optional, TypedDict
 
-import numpy as np
 import soundfile as sf
 
-from processing_whisper_llada import AudioInputError
-from processing_whisper_llada import load_audio as _load_audio
+from whisper_llada_io import (AudioLoadError, AudioSource, PathLike, audio_duration, describe_source, soundfile_detail,
+                              source_path)
 
 logger = logging.getLogger("whisper_llada_data")
 
@@ -75,9 +73,6 @@ REASON_EMPTY_TEXT = "empty_text"
 REASON_TEXT_TOO_LONG = "text_too_long"
 REASON_AUDIO_TOO_LONG = "audio_too_long"
 
-AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Mapping[str, Any]]
-PathLike = Union[str, os.PathLike]
-
 
 class Record(TypedDict):
     """One utterance. Records are plain dicts; this type only documents them."""
@@ -95,117 +90,12 @@ class DataError(ValueError):
     """Base class for the data errors raised by this module."""
 
 
-# An audio source could not be turned into a usable waveform: the one audio error type of the package (a ValueError),
-# raised by `processing_whisper_llada.load_audio` and by `audio_duration` here.
-AudioLoadError = AudioInputError
-
-
 class ManifestError(DataError):
     """A manifest file (or a line in it) is malformed."""
 
 
 class BadRecordError(DataError):
     """A record failed a check in ``filter_records(on_bad="error")``."""
-
-
-# --------------------------------------------------------------------------- audio
-
-
-def describe_source(source: Any) -> str:
-    """Return a short human-readable name for an audio source, for messages.
-
-    Paths give the path, raw bytes give ``"<bytes>"``, a ``{"bytes", "path"}``
-    dict gives its path (or ``"<bytes>"``), an array dict gives ``"<array>"``.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return "<bytes>"
-    if isinstance(source, Mapping):
-        if source.get("array") is not None or source.get("raw") is not None:
-            return "<array>"
-        if source.get("path"):
-            return str(source["path"])
-        if source.get("bytes") is not None:
-            return "<bytes>"
-        return "<audio dict>"
-    return f"<{type(source).__name__}>"
-
-
-def source_path(source: Any) -> Optional[str]:
-    """Return the file path an audio source must be read from, or ``None``.
-
-    Only sources that are *read from disk* have a path: a plain path, or a
-    ``{"bytes": None, "path": ...}`` dict. A dict with bytes is decoded from the
-    bytes (its ``path`` is only a name, as in Hub parquet data).
-    """
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, Mapping) and source.get("array") is None and source.get("raw") is None:
-        if source.get("bytes") is None and source.get("path"):
-            return str(source["path"])
-    return None
-
-
-def _source_bytes(source: Any) -> Optional[bytes]:
-    """Return the encoded bytes of a bytes-like or ``{"bytes": ...}`` source."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, Mapping) and source.get("bytes") is not None:
-        return bytes(source["bytes"])
-    return None
-
-
-def _source_array(source: Any) -> Optional[tuple[np.ndarray, int]]:
-    """Return ``(array, sampling_rate)`` for an ``{"array"|"raw", "sampling_rate"}`` dict."""
-    if not isinstance(source, Mapping):
-        return None
-    array = source.get("array")
-    if array is None:
-        array = source.get("raw")
-    if array is None:
-        return None
-    rate = source.get("sampling_rate")
-    if rate is None:
-        raise AudioLoadError("<array>: audio array given without a 'sampling_rate'")
-    return np.asarray(array), int(rate)
-
-
-def _soundfile_detail(err: Exception) -> str:
-    """One-line reason from a soundfile error, without its "Error opening <file>:" prefix."""
-    detail = getattr(err, "error_string", None) or str(err)
-    return " ".join(str(detail).split())
-
-
-load_audio = _load_audio  # path, bytes, array or audio dict -> mono float32 at the given rate (processing module)
-
-
-def audio_duration(source: AudioSource) -> float:
-    """Return the duration of an audio source in seconds, without decoding it.
-
-    Uses ``soundfile.info`` for paths and encoded bytes (header only), and
-    ``len / sampling_rate`` for array dicts.
-
-    Raises:
-        AudioLoadError: the file is missing or its header is unreadable.
-    """
-    name = describe_source(source)
-    array_and_rate = _source_array(source)
-    if array_and_rate is not None:
-        samples, rate = array_and_rate
-        frames = samples.shape[-1] if samples.ndim == 1 else max(samples.shape)
-        return frames / rate
-    encoded = _source_bytes(source)
-    path = source_path(source)
-    if encoded is None and path is None:
-        raise AudioLoadError(f"{name}: cannot determine the duration of this audio source")
-    if encoded is None and not os.path.isfile(path):
-        raise AudioLoadError(f"{name}: audio file not found")
-    try:
-        info = sf.info(io.BytesIO(encoded) if encoded is not None else path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioLoadError(f"{name}: unreadable or corrupt audio ({_soundfile_detail(err)})") from err
-    return info.frames / info.samplerate
 
 
 # --------------------------------------------------------------------------- text
@@ -340,89 +230,6 @@ def read_manifest(path: PathLike) -> list[Record]:
     return records
 
 
-def write_manifest(records: Iterable[Mapping[str, Any]], path: PathLike) -> int:
-    """Write records as a NeMo-style JSON-lines manifest, atomically.
-
-    Each line is ``{"audio_filepath", "duration", "text", "key"}`` (NeMo ignores
-    the extra ``"key"``; ``read_manifest`` keeps it). Only records whose audio is
-    a file path can be written. The file is first written to a temporary file
-    in the same directory and then moved over ``path`` with ``os.replace``, so a
-    reader never sees a half-written manifest. Missing parent directories are
-    created. Returns the number of records written.
-
-    Raises:
-        ValueError: a record's audio is not a file path.
-    """
-    target = Path(path).expanduser().absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                audio_path = source_path(record["audio"])
-                if audio_path is None:
-                    raise ValueError(
-                        f"record {record.get('key')!r}: audio source {describe_source(record['audio'])} "
-                        "is not a file path; only path records can be written to a manifest"
-                    )
-                line = {
-                    "audio_filepath": audio_path,
-                    "duration": record.get("duration"),
-                    "text": record["text"],
-                    "key": record["key"],
-                }
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return count
-
-
-def make_readable(directory: PathLike, recursive: bool = False) -> None:
-    """Gives the files in `directory` (and the directory itself) the permissions a plain `open()` would have given
-    them: `0o666 & ~umask` for files, `0o777 & ~umask` for directories (bits are only added, never removed).
-
-    safetensors (and `tempfile`) write through private temporary files, so e.g. `model.safetensors` ends up mode 0600
-    while the files next to it are 0644; a checkpoint that is shared or uploaded must be readable like the rest.
-    Symbolic links are left alone; `recursive` descends into sub-directories."""
-    umask = os.umask(0)
-    os.umask(umask)
-    file_bits, dir_bits = 0o666 & ~umask, 0o777 & ~umask
-
-    def fix(path: str, bits: int) -> None:
-        mode = os.lstat(path).st_mode & 0o7777
-        if mode | bits != mode:
-            os.chmod(path, mode | bits)
-
-    root = os.fspath(directory)
-    fix(root, dir_bits)
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.is_symlink():
-                continue
-            if entry.is_file():
-                fix(entry.path, file_bits)
-            elif entry.is_dir() and recursive:
-                make_readable(entry.path, recursive=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same folder: readers see the old or the new file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
 
 # --------------------------------------------------------------------------- LibriSpeech
 
@@ -487,64 +294,9 @@ def scan_librispeech(*dirs: PathLike) -> list[Record]:
                 try:
                     duration = sf.info(str(audio_path)).duration
                 except (sf.LibsndfileError, RuntimeError) as err:
-                    raise DataError(f"{audio_path}: unreadable audio header ({_soundfile_detail(err)})") from err
+                    raise DataError(f"{audio_path}: unreadable audio header ({soundfile_detail(err)})") from err
                 records[key] = {"key": key, "audio": str(audio_path), "text": text, "duration": float(duration)}
     return [records[key] for key in sorted(records)]
-
-
-def _speaker_set(speakers: Optional[Iterable[Union[str, int]]]) -> Optional[set[str]]:
-    return None if speakers is None else {str(s).strip() for s in speakers if str(s).strip()}
-
-
-def create_manifest(
-    dirs: Union[PathLike, Iterable[PathLike]],
-    output: PathLike,
-    exclude_speakers: Optional[Iterable[Union[str, int]]] = None,
-    include_speakers: Optional[Iterable[Union[str, int]]] = None,
-    holdout_every: Optional[int] = None,
-    holdout_output: Optional[PathLike] = None,
-) -> list[Record]:
-    """Scan LibriSpeech directories and write a NeMo manifest, filtering speakers.
-
-    ``include_speakers`` keeps only those speakers, ``exclude_speakers`` drops
-    those (both may be given; exclusion wins). With ``holdout_every=N`` and
-    ``holdout_output``, every N-th kept utterance (by key) goes to that second
-    manifest instead (a validation set from the training speakers). Speaker ids are compared as
-    strings (speaker = first ``-`` field of the key). Requested ids that do not
-    occur in the data are logged as a warning, since they are likely typos.
-    Returns the records written.
-
-    Raises:
-        DataError: from ``scan_librispeech``, or when no record is left.
-    """
-    dir_list = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
-    records = scan_librispeech(*dir_list)
-    present = {speaker_of(r["key"]) for r in records}
-    include = _speaker_set(include_speakers)
-    exclude = _speaker_set(exclude_speakers)
-    for label, wanted in (("include", include), ("exclude", exclude)):
-        unknown = sorted(wanted - present) if wanted else []
-        if unknown:
-            logger.warning("%s_speakers not found in %s: %s", label, ", ".join(map(str, dir_list)), ", ".join(unknown))
-    kept = [
-        r
-        for r in records
-        if (include is None or speaker_of(r["key"]) in include)
-        and (exclude is None or speaker_of(r["key"]) not in exclude)
-    ]
-    if not kept:
-        raise DataError(f"no utterances left in {', '.join(map(str, dir_list))} after speaker filtering")
-    if (holdout_every is None) != (holdout_output is None):
-        raise DataError("holdout_every and holdout_output go together")
-    if holdout_every is not None:
-        if int(holdout_every) < 2:
-            raise DataError(f"holdout_every must be >= 2, got {holdout_every}")
-        held = [r for i, r in enumerate(kept) if i % holdout_every == holdout_every - 1]
-        kept = [r for i, r in enumerate(kept) if i % holdout_every != holdout_every - 1]
-        write_manifest(held, holdout_output)
-    write_manifest(kept, output)
-    return kept
-
 
 # --------------------------------------------------------------------------- Hub
 
@@ -562,7 +314,7 @@ def hf_librispeech(
     streaming=streaming, **load_kwargs)`` (``load_kwargs`` e.g. ``cache_dir``,
     ``revision``) and its ``audio`` column cast to ``Audio(decode=False)``, so no
     torchcodec is needed: records carry the encoded ``{"bytes", "path"}`` dict,
-    which ``load_audio`` decodes. The dataset must have ``id`` and ``text``
+    which ``processing_whisper_llada.load_audio`` decodes. The dataset must have ``id`` and ``text``
     columns, as ``openslr/librispeech_asr`` does (its ``clean`` config has the
     splits ``train.100``, ``train.360``, ``validation`` and ``test``).
 
@@ -714,128 +466,7 @@ def filter_records(
     return generate()
 
 
-# --------------------------------------------------------------------------- tokenizer
+if __name__ == "__main__":  # the command line runs the tools of whisper_llada_data_prep
+    from whisper_llada_data_prep import main
 
-
-def train_bpe_tokenizer(manifests: Sequence[str], output: str, vocab_size: int = 1024) -> int:
-    """Train a small byte-level BPE tokenizer on the training targets of NeMo manifests and write its
-    ``tokenizer.json`` to ``output`` (atomically). Returns the vocabulary size.
-
-    The targets are the manifests' transcripts as training uses them (``normalize_transcript``). Byte-level BPE
-    covers any text, so words the manifests never saw still tokenize. The vocabulary holds ``<|endoftext|>`` (EOS
-    and padding for ``processing_whisper_llada.build_llada_style_tokenizer``) and ``<|ctc_blank|>`` (a token no text
-    produces: the blank of the auxiliary CTC loss, ``--ctc_blank_id``)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    if vocab_size < 300:
-        raise DataError(f"vocab_size must be at least 300 (256 bytes + specials + merges), got {vocab_size}")
-    texts: list[str] = []
-    for manifest in manifests:
-        for record in read_manifest(manifest):
-            texts.append(normalize_transcript(record["text"]))
-    if not texts:
-        raise DataError(f"{', '.join(manifests)}: no transcripts to train a tokenizer on")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|ctc_blank|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    out = Path(output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, tokenizer.to_str(pretty=True))
-    return tokenizer.get_vocab_size()
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _read_speaker_args(values: Optional[list[str]]) -> Optional[list[str]]:
-    """Expand CLI speaker arguments: ids, comma-separated ids, or ``@FILE`` lists."""
-    if values is None:
-        return None
-    speakers: list[str] = []
-    for value in values:
-        if value.startswith("@"):
-            list_file = Path(value[1:]).expanduser()
-            if not list_file.is_file():
-                raise DataError(f"{list_file}: speaker list file not found")
-            content = list_file.read_text(encoding="utf-8")
-            lines = [line.split("#", 1)[0] for line in content.splitlines()]
-            speakers.extend(s for line in lines for s in line.replace(",", " ").split())
-        else:
-            speakers.extend(s for s in value.split(",") if s.strip())
-    return speakers
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="whisper_llada_data.py", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser(
-        "create-manifest",
-        help="write a NeMo-style manifest from LibriSpeech split directories",
-        description="Scan LibriSpeech split directories (SPEAKER/CHAPTER/*.flac + *.trans.txt) and write a "
-        "NeMo-style JSON-lines manifest. Speaker arguments accept ids, comma-separated ids, or @FILE "
-        "(one id per line, e.g. a file written by --speakers-out).",
-    )
-    create.add_argument("dirs", nargs="+", metavar="DIR", help="LibriSpeech split directory, e.g. .../train-clean-100")
-    create.add_argument("--output", "-o", required=True, metavar="OUT.jsonl", help="manifest to write")
-    create.add_argument("--include-speakers", nargs="+", metavar="ID", help="keep only these speakers")
-    create.add_argument("--exclude-speakers", nargs="+", metavar="ID", help="drop these speakers (held out)")
-    create.add_argument(
-        "--speakers-out", metavar="FILE", help="also write the sorted speaker ids of the manifest, one per line"
-    )
-    create.add_argument("--holdout-every", type=int, metavar="N",
-                        help="put every N-th utterance (by key) in --holdout-output instead (a validation set)")
-    create.add_argument("--holdout-output", metavar="VAL.jsonl", help="manifest of the held-out utterances")
-    train_tok = commands.add_parser(
-        "train-tokenizer",
-        help="train a small byte-level BPE tokenizer (tokenizer.json) on manifests' transcripts",
-        description="Train a byte-level BPE tokenizer on the lower-cased transcripts of NeMo manifests, for a "
-        "decoder trained from scratch (train_hf.py --tokenizer_file).",
-    )
-    train_tok.add_argument("manifests", nargs="+", metavar="MANIFEST.jsonl")
-    train_tok.add_argument("--output", "-o", required=True, metavar="tokenizer.json")
-    train_tok.add_argument("--vocab-size", type=int, default=1024)
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "train-tokenizer":
-        try:
-            size = train_bpe_tokenizer(args.manifests, args.output, args.vocab_size)
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        logger.info("wrote %s: %d tokens", args.output, size)
-        return 0
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        records = create_manifest(
-            args.dirs,
-            args.output,
-            exclude_speakers=_read_speaker_args(args.exclude_speakers),
-            include_speakers=_read_speaker_args(args.include_speakers),
-            holdout_every=args.holdout_every,
-            holdout_output=args.holdout_output,
-        )
-    except (DataError, AudioLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    speakers = sorted({speaker_of(r["key"]) for r in records}, key=lambda s: (len(s), s))
-    hours = sum(r["duration"] or 0.0 for r in records) / 3600
-    if args.speakers_out:
-        out = Path(args.speakers_out).expanduser()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(f"{s}\n" for s in speakers), encoding="utf-8")
-    logger.info(
-        "wrote %s: %d utterances, %d speakers, %.2f hours", args.output, len(records), len(speakers), hours
-    )
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

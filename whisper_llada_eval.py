@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from generation_llada import LladaGenerationConfig
+from configuration_llada_generation import LladaGenerationConfig
 from modeling_causal_decoder import ARGenerationConfig
 from pipeline_whisper_llada import split_long_audio, transcribe
+from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
-from whisper_llada_data import describe_source, load_audio
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
     load_models, load_splits, resolve_device, safe_name
+from whisper_llada_io import describe_source
 from whisper_llada_report import HypothesesFile, new_report, write_report
 
 logger = logging.getLogger("eval_hf")

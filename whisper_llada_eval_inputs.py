@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from whisper_llada_data import DataError, audio_duration, describe_source, load_records, parse_hub_spec, source_path
+from whisper_llada_data import DataError, load_records, parse_hub_spec
+from whisper_llada_io import audio_duration, describe_source, source_path
 
 logger = logging.getLogger("eval_hf")
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from modeling_causal_decoder import AR_PRESET
-from whisper_llada_data import write_atomic
+from whisper_llada_io import write_atomic
 
 logger = logging.getLogger("eval_hf")
 

@@ -23,16 +23,17 @@ from transformers import Trainer, TrainerCallback
 import whisper_llada_data as wld
 from build_whisper_llada import DTYPES
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration
-from processing_whisper_llada import WhisperLladaProcessor
+from processing_whisper_llada import WhisperLladaProcessor, load_audio
+from whisper_llada_io import AudioLoadError, describe_source, make_readable
 
 logger = logging.getLogger("train_hf")
 
 def training_token_ids(dataset, processor: WhisperLladaProcessor, blank_id: int) -> list[int]:
-    """The sorted token ids of the training transcripts (as the collator tokenizes them) plus `blank_id`."""
-    if not hasattr(dataset, "__len__"):
-        raise ValueError("--ctc_vocab train needs local training data (a streamed hub: dataset cannot be read twice).")
+    """The sorted token ids of the training transcripts (as the collator tokenizes them) plus `blank_id`. Streamed data
+    (`RecordStream`, e.g. from the Hub) is read once for it before training."""
     ids = {int(blank_id)}
-    for text in dataset["text"]:
+    texts = dataset["text"] if hasattr(dataset, "__len__") else (record["text"] for record in dataset)
+    for text in texts:
         ids.update(processor.tokenizer(wld.normalize_transcript(text), add_special_tokens=False)["input_ids"])
     return sorted(ids)
 
@@ -174,8 +175,8 @@ class SpeechCollator:
         rate = self.processor.feature_extractor.sampling_rate
         for row in rows:
             try:
-                wave = wld.load_audio(row["audio"], rate)
-            except wld.AudioLoadError as error:
+                wave = load_audio(row["audio"], rate)
+            except AudioLoadError as error:
                 self._bad(row, wld.REASON_UNREADABLE_AUDIO, str(error), error)
                 continue
             seconds = len(wave) / rate
@@ -190,10 +191,10 @@ class SpeechCollator:
 
     def _bad(self, row: dict, reason: str, detail: str, error: Optional[Exception] = None) -> None:
         """Raises (error mode) or warns and counts (skip mode) for a record found unusable at load time."""
-        message = f"{wld.describe_source(row['audio'])} (key {row.get('key')!r}): {reason}: {detail}"
+        message = f"{describe_source(row['audio'])} (key {row.get('key')!r}): {reason}: {detail}"
         if self.on_bad == "error":
             raise wld.BadRecordError(message) from error
-        key = (row.get("key"), wld.describe_source(row["audio"]))
+        key = (row.get("key"), describe_source(row["audio"]))
         if key not in self.bad_records:  # a record is read once per epoch: count (and name) it once
             self.bad_records.add(key)
             logger.warning("skipping record %s", message)
@@ -338,7 +339,7 @@ class WhisperLladaTrainer(Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-        wld.make_readable(output_dir)  # safetensors leaves model.safetensors at mode 0600
+        make_readable(output_dir)  # safetensors leaves model.safetensors at mode 0600
 
 
 def print_skip_summary(title: str, stats: collections.Counter) -> None:
@@ -430,7 +431,7 @@ def save_final(model, processor, directory: str, dtype: Optional[str] = None) ->
         processor.save_pretrained(staging)
         if not (target / "README.md").exists():
             write_model_card(staging)
-        wld.make_readable(staging)
+        make_readable(staging)
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()
         if not target.exists():

@@ -172,7 +172,8 @@ def processor():
 # Saved checkpoints as remote code, loaded in a clean process
 # ----------------------------------------------------------------------------------------------------------------------
 
-PACKAGE_FILES = {"configuration_whisper_llada.py", "modeling_whisper_llada.py", "processing_whisper_llada.py",
+PACKAGE_FILES = {"configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
+                 "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "processing_whisper_llada.py",
                  "modeling_llada.py", "modeling_causal_decoder.py", "generation_llada.py", "pipeline_whisper_llada.py",
                  "modelcard_whisper_llada.py"}
 

@@ -1,4 +1,5 @@
-"""Tests for whisper_llada_data (audio loading, manifests, LibriSpeech scanning, filtering)."""
+"""Tests for whisper_llada_data, whisper_llada_io and whisper_llada_data_prep (audio loading, manifests, LibriSpeech
+scanning, filtering, the command line)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import whisper_llada_data as wd  # noqa: E402
+import whisper_llada_data_prep as prep  # noqa: E402
+import whisper_llada_io as wio  # noqa: E402
 from conftest import synthetic_speech  # noqa: E402
+from processing_whisper_llada import load_audio  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 LIBRI = SHARED / "data" / "LibriSpeech" / "train-clean-5"
@@ -50,17 +54,17 @@ sine = partial(synthetic_speech, freq=440.0, amplitude=0.8, tremolo=None, noise=
 def test_load_real_flac_all_source_forms(libri_flac: Path):
     info = sf.info(str(libri_flac))
     assert info.samplerate == 16000
-    wave = wd.load_audio(libri_flac)
+    wave = load_audio(libri_flac)
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert wave.shape[0] == info.frames
     assert np.isfinite(wave).all() and np.abs(wave).max() <= 1.0
 
     data = libri_flac.read_bytes()
-    np.testing.assert_array_equal(wd.load_audio(str(libri_flac)), wave)
-    np.testing.assert_array_equal(wd.load_audio(data), wave)
-    np.testing.assert_array_equal(wd.load_audio({"bytes": data, "path": "name-only.flac"}), wave)
-    np.testing.assert_array_equal(wd.load_audio({"bytes": None, "path": str(libri_flac)}), wave)
-    np.testing.assert_array_equal(wd.load_audio({"array": wave, "sampling_rate": 16000}), wave)
+    np.testing.assert_array_equal(load_audio(str(libri_flac)), wave)
+    np.testing.assert_array_equal(load_audio(data), wave)
+    np.testing.assert_array_equal(load_audio({"bytes": data, "path": "name-only.flac"}), wave)
+    np.testing.assert_array_equal(load_audio({"bytes": None, "path": str(libri_flac)}), wave)
+    np.testing.assert_array_equal(load_audio({"array": wave, "sampling_rate": 16000}), wave)
 
 
 def test_stereo_downmix_and_resample(tmp_path: Path):
@@ -70,37 +74,37 @@ def test_stereo_downmix_and_resample(tmp_path: Path):
     path = tmp_path / "stereo.wav"
     sf.write(str(path), stereo, rate, subtype="FLOAT")
 
-    wave = wd.load_audio(path)
+    wave = load_audio(path)
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert abs(len(wave) - round(len(left) * 16000 / rate)) <= 1
     # mean of (sine, silence) is a half-amplitude sine
     assert np.abs(wave[100:-100]).max() == pytest.approx(0.4, abs=0.02)
 
-    native = wd.load_audio(path, sampling_rate=rate)
+    native = load_audio(path, sampling_rate=rate)
     np.testing.assert_allclose(native, stereo.mean(axis=1), atol=1e-7)
 
 
 def test_array_sources_channels_first_int_pcm_and_resampling():
     mono = sine(0.25, 8000)
     channels_first = np.stack([mono, mono])  # (2, frames), datasets-style layout
-    wave = wd.load_audio({"raw": channels_first, "sampling_rate": 8000})
+    wave = load_audio({"raw": channels_first, "sampling_rate": 8000})
     assert wave.shape == (len(mono) * 2,)
 
     pcm = (mono * 32767).astype(np.int16)
-    np.testing.assert_allclose(wd.load_audio({"array": pcm, "sampling_rate": 16000}), mono, atol=1e-4)
+    np.testing.assert_allclose(load_audio({"array": pcm, "sampling_rate": 16000}), mono, atol=1e-4)
 
-    with pytest.raises(wd.AudioLoadError, match="sampling_rate"):
-        wd.load_audio({"array": mono})
+    with pytest.raises(wio.AudioLoadError, match="sampling_rate"):
+        load_audio({"array": mono})
     with pytest.raises(TypeError):
-        wd.load_audio(12345)
-    with pytest.raises(wd.AudioLoadError, match="<audio dict>"):
-        wd.load_audio({"bytes": None, "path": None})
+        load_audio(12345)
+    with pytest.raises(wio.AudioLoadError, match="<audio dict>"):
+        load_audio({"bytes": None, "path": None})
 
 
 def test_missing_file_error_names_path(tmp_path: Path):
     missing = tmp_path / "nope.flac"
-    with pytest.raises(wd.AudioLoadError, match="not found") as info:
-        wd.load_audio(missing)
+    with pytest.raises(wio.AudioLoadError, match="not found") as info:
+        load_audio(missing)
     assert str(missing) in str(info.value)
     assert isinstance(info.value, ValueError)
 
@@ -109,45 +113,45 @@ def test_corrupt_audio_errors(tmp_path: Path):
     garbage = b"this is not audio at all" * 10
     bad_file = tmp_path / "corrupt.flac"
     bad_file.write_bytes(garbage)
-    with pytest.raises(wd.AudioLoadError, match="corrupt") as info:
-        wd.load_audio(bad_file)
+    with pytest.raises(wio.AudioLoadError, match="corrupt") as info:
+        load_audio(bad_file)
     assert str(bad_file) in str(info.value)
     assert "\n" not in str(info.value)
 
-    with pytest.raises(wd.AudioLoadError, match="<bytes>.*corrupt") as info:
-        wd.load_audio(garbage)
+    with pytest.raises(wio.AudioLoadError, match="<bytes>.*corrupt") as info:
+        load_audio(garbage)
     assert "BytesIO" not in str(info.value)
-    with pytest.raises(wd.AudioLoadError, match="hub-name.flac.*corrupt"):
-        wd.load_audio({"bytes": garbage, "path": "hub-name.flac"})
+    with pytest.raises(wio.AudioLoadError, match="hub-name.flac.*corrupt"):
+        load_audio({"bytes": garbage, "path": "hub-name.flac"})
 
 
 def test_empty_audio_errors(tmp_path: Path):
     empty_wav = tmp_path / "empty.wav"
     sf.write(str(empty_wav), np.zeros(0, dtype=np.float32), 16000)
-    with pytest.raises(wd.AudioLoadError, match="empty") as info:
-        wd.load_audio(empty_wav)
+    with pytest.raises(wio.AudioLoadError, match="empty") as info:
+        load_audio(empty_wav)
     assert str(empty_wav) in str(info.value)
 
-    with pytest.raises(wd.AudioLoadError, match="<bytes>.*empty"):
-        wd.load_audio(b"")
+    with pytest.raises(wio.AudioLoadError, match="<bytes>.*empty"):
+        load_audio(b"")
     zero_byte_file = tmp_path / "zero.flac"
     zero_byte_file.write_bytes(b"")
-    with pytest.raises(wd.AudioLoadError, match="is empty") as info:
-        wd.load_audio(zero_byte_file)
+    with pytest.raises(wio.AudioLoadError, match="is empty") as info:
+        load_audio(zero_byte_file)
     assert str(zero_byte_file) in str(info.value)
 
 
 def test_nan_audio_errors(tmp_path: Path):
     nan_wav = tmp_path / "nan.wav"
     sf.write(str(nan_wav), np.full(1600, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
-    with pytest.raises(wd.AudioLoadError, match="all 1600 samples are NaN") as info:
-        wd.load_audio(nan_wav)
+    with pytest.raises(wio.AudioLoadError, match="all 1600 samples are NaN") as info:
+        load_audio(nan_wav)
     assert str(nan_wav) in str(info.value)
 
     partly = sine(0.1)
     partly[5] = np.inf
-    with pytest.raises(wd.AudioLoadError, match="1 of 1600 samples"):
-        wd.load_audio({"array": partly, "sampling_rate": 16000})
+    with pytest.raises(wio.AudioLoadError, match="1 of 1600 samples"):
+        load_audio({"array": partly, "sampling_rate": 16000})
 
 
 # --------------------------------------------------------------------------- manifests
@@ -240,7 +244,7 @@ def test_make_readable_gives_files_the_umask_default(tmp_path: Path):
     (tmp_path / "sub").mkdir(mode=0o700)
     old_umask = os.umask(0o022)
     try:
-        wd.make_readable(tmp_path)
+        wio.make_readable(tmp_path)
     finally:
         os.umask(old_umask)
     assert private.stat().st_mode & 0o777 == 0o644
@@ -265,7 +269,7 @@ def test_write_manifest_roundtrip_and_atomic(tmp_path: Path):
     out = tmp_path / "nested" / "out.jsonl"
     out.parent.mkdir()
     out.write_text("old content\n")
-    assert wd.write_manifest(iter(records), out) == 2
+    assert prep.write_manifest(iter(records), out) == 2
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert lines[0] == {"audio_filepath": records[0]["audio"], "duration": 1.25, "text": "ÉTÉ ONE", "key": "s-c-0001"}
     back = wd.read_manifest(out)
@@ -275,7 +279,7 @@ def test_write_manifest_roundtrip_and_atomic(tmp_path: Path):
 
     # a failure leaves the old file untouched and no temp file behind
     with pytest.raises(ValueError, match="not a file path"):
-        wd.write_manifest([records[0], {"key": "b", "audio": b"RIFF", "text": "X", "duration": None}], out)
+        prep.write_manifest([records[0], {"key": "b", "audio": b"RIFF", "text": "X", "duration": None}], out)
     assert len(wd.read_manifest(out)) == 2
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.jsonl"]
 
@@ -344,12 +348,12 @@ def test_create_manifest_cli_excludes_speakers(tmp_path: Path, libri: Path):
 def test_create_manifest_function_include_and_errors(tmp_path: Path, libri: Path, caplog):
     speaker = sorted(p.name for p in libri.iterdir() if p.is_dir())[-1]
     out = tmp_path / "one.jsonl"
-    kept = wd.create_manifest([libri], out, include_speakers=[int(speaker), "99999999"])
+    kept = prep.create_manifest([libri], out, include_speakers=[int(speaker), "99999999"])
     assert {wd.speaker_of(r["key"]) for r in kept} == {speaker}
     assert len(wd.read_manifest(out)) == len(kept)
     assert "99999999" in caplog.text  # unknown ids are reported
     with pytest.raises(wd.DataError, match="no utterances left"):
-        wd.create_manifest(libri, tmp_path / "none.jsonl", include_speakers=[speaker], exclude_speakers=[speaker])
+        prep.create_manifest(libri, tmp_path / "none.jsonl", include_speakers=[speaker], exclude_speakers=[speaker])
     assert not (tmp_path / "none.jsonl").exists()
 
 
@@ -369,7 +373,7 @@ def test_load_records_local_specs(tmp_path: Path, libri: Path):
     records = wd.load_records(str(libri))
     assert isinstance(records, list) and len(records) == count_transcript_lines(libri.glob("*/*/*.trans.txt"))
     manifest = tmp_path / "m.jsonl"
-    wd.write_manifest(records[:3], manifest)
+    prep.write_manifest(records[:3], manifest)
     assert wd.load_records(manifest) == records[:3]
     with pytest.raises(wd.DataError, match="not found"):
         wd.load_records(tmp_path / "nothing.jsonl")
@@ -419,8 +423,8 @@ def test_hf_librispeech_on_local_parquet_repo(tmp_path: Path, libri_flac: Path):
     assert records == [
         {"key": libri_flac.stem, "audio": {"bytes": data, "path": libri_flac.name}, "text": "SOME TEXT", "duration": None}
     ]
-    np.testing.assert_array_equal(wd.load_audio(records[0]["audio"]), wd.load_audio(libri_flac))
-    assert wd.audio_duration(records[0]["audio"]) == pytest.approx(sf.info(str(libri_flac)).duration)
+    np.testing.assert_array_equal(load_audio(records[0]["audio"]), load_audio(libri_flac))
+    assert wio.audio_duration(records[0]["audio"]) == pytest.approx(sf.info(str(libri_flac)).duration)
 
 
 # --------------------------------------------------------------------------- filter_records / text
@@ -510,7 +514,7 @@ def test_librispeech_scanner_reads_opus_ogg_and_wav(tmp_path):
     records = wd.scan_librispeech(tmp_path / "split")
     assert [Path(r["audio"]).suffix for r in records] == [".flac", ".wav", ".ogg", ".opus"]
     assert all(abs(r["duration"] - 1.0) < 0.01 for r in records)
-    assert len(wd.load_audio(records[3]["audio"], 16000)) == pytest.approx(16000, abs=400)
+    assert len(load_audio(records[3]["audio"], 16000)) == pytest.approx(16000, abs=400)
     (chapter / "19-198-0001.wav").unlink()
     with pytest.raises(wd.DataError, match=r"19-198-0001: listed in 19-198.trans.txt but no audio file"):
         wd.scan_librispeech(tmp_path / "split")
@@ -533,7 +537,7 @@ def test_train_tokenizer_cli_writes_a_byte_level_bpe_for_the_llada_style_tokeniz
     words = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex the jovial king".split()
     rng = np.random.default_rng(0)
     manifest = tmp_path / "train.jsonl"
-    wd.write_manifest([{"key": f"1-2-{i:04d}", "audio": f"/nowhere/{i}.flac", "duration": 1.0,
+    prep.write_manifest([{"key": f"1-2-{i:04d}", "audio": f"/nowhere/{i}.flac", "duration": 1.0,
                         "text": " ".join(rng.choice(words, 12)).upper()} for i in range(200)], manifest)
     out = tmp_path / "tok" / "tokenizer.json"
     command = [sys.executable, str(REPO / "whisper_llada_data.py"), "train-tokenizer", str(manifest), "--vocab-size",

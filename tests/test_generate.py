@@ -204,7 +204,7 @@ def test_unknown_or_misspelled_argument_raises(tiny_model):
 
 
 def test_decoding_strings_parse_to_generate_arguments(tiny_model):
-    from generation_llada import LladaGenerationConfig
+    from configuration_llada_generation import LladaGenerationConfig
 
     assert LladaGenerationConfig.parse("B,kv_cache=dual,threshold=0.9,early_stop=1") == {
         "decoding": "B", "kv_cache": "dual", "threshold": 0.9, "early_stop": True}

@@ -278,7 +278,7 @@ def test_spec_augment_masks_spans_of_encoder_frames_in_training_only():
     """SpecAugment settings zero about mask_time_prob of each audio's encoder frames, in spans inside the audio, and
     channel spans; in eval mode (decoding) the model is unchanged; bad settings are clear errors."""
     from configuration_whisper_llada import TrainingRecipe
-    from modeling_whisper_llada import spans_mask, spec_augment
+    from modeling_projector import spans_mask, spec_augment
 
     torch.manual_seed(0)
     lengths = torch.tensor([400, 100, 0, 4])

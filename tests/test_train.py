@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 import train_hf
 import whisper_llada_data as wld
+import whisper_llada_data_prep as prep
 from modeling_llada import LladaForMaskedDiffusion
 from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 from processing_whisper_llada import LLADA_CHAT_TEMPLATE
@@ -615,7 +616,7 @@ def test_demo_config_builds_and_trains_a_step(tmp_path):
     records = wld.scan_librispeech(LIBRISPEECH)
     records = [r for r in records if wld.speaker_of(r["key"]) not in {"1737", "32", "7312"}]
     records = sorted(records, key=lambda r: r["duration"])[:2]
-    wld.write_manifest(records, manifest)
+    prep.write_manifest(records, manifest)
     result = train_hf.main([str(config), "--encoder_name_or_path", str(WHISPER_TINY), "--train_data", str(manifest),
                             "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size",
                             "2", "--encoder_cache_dir", "", "--final_model_dir", str(tmp_path / "final"),

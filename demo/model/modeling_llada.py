@@ -27,10 +27,12 @@ from transformers.utils import ModelOutput
 
 try:
     from .configuration_whisper_llada import LladaConfig, TrainingRecipe
-    from .generation_llada import LladaGenerationConfig, LladaGenerationMixin
+    from .configuration_llada_generation import LladaGenerationConfig
+    from .generation_llada import LladaGenerationMixin
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import LladaConfig, TrainingRecipe
-    from generation_llada import LladaGenerationConfig, LladaGenerationMixin
+    from configuration_llada_generation import LladaGenerationConfig
+    from generation_llada import LladaGenerationMixin
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -431,7 +433,7 @@ def llada_from_causal_lm(causal_lm: PreTrainedModel, config: LladaConfig) -> "Ll
     bidirectional by the LLaDA blocks. Rotary embeddings are the same half-split rotation in both, so logits match the
     causal LM's wherever the causal mask does not matter (checked in tests). The result is not yet a mask predictor:
     train it with the masked-diffusion loss (how DiffuLLaMA and Dream were made from AR models)."""
-    # a causal LM with LoRA adapters (modeling_whisper_llada.LoraLinear) converts its base weights
+    # a causal LM with LoRA adapters (modeling_lora.LoraLinear) converts its base weights
     source = {name.replace(".base_layer.", "."): tensor for name, tensor in causal_lm.state_dict().items()
               if ".lora_" not in name}
     target: dict[str, torch.Tensor] = {"model.transformer.wte.weight": source["model.embed_tokens.weight"],

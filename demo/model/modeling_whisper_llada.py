@@ -1,10 +1,10 @@
 """whisper-llada: speech recognition with a masked-diffusion LLM decoder.
 
-Data flow (classes below appear in this order):
+Data flow:
 
     audio -> WhisperFeatureExtractor -> log-mel (B, n_mels, 3000)
           -> WhisperEncoder (frozen)          (B, 1500, d_enc)   frames past the audio's end are dropped
-          -> WhisperLladaProjector            (B, S, d_model)    k frames stacked, MLP
+          -> WhisperLladaProjector            (B, S, d_model)    k frames stacked, MLP (modeling_projector.py)
           -> [CTC head: the speech read as decoder tokens; token mixtures; D's anchored hypothesis]
           -> chat prompt with the speech spliced in before the user turn's end-of-turn token   (B, P, d_model)
           -> decoder.prefix_loss (training) / decoder.generate (decoding)
@@ -12,13 +12,12 @@ Data flow (classes below appear in this order):
 The decoder is a `LladaForMaskedDiffusion` (modeling_llada.py, sampler in generation_llada.py) or, for the AR-LLM
 baseline, a `CausalLMDecoder` (modeling_causal_decoder.py); both offer the same interface, so this model has no
 branches on the decoder's kind. Base weights the checkpoint does not store are pulled when the model is built
-(`config.checkpoint_weights`), as Ultravox does; LoRA adapters (`config.lora`) are part of the modules and stored.
+(`config.checkpoint_weights`; loading helpers in modeling_loading.py), as Ultravox does; LoRA adapters (`config.lora`,
+modeling_lora.py) are part of the modules and stored.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,138 +33,19 @@ try:
     from .generation_llada import anchored_answer, anchored_labels
     from .modeling_causal_decoder import CausalLMDecoder
     from .modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
+    from .modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
+    from .modeling_lora import LoraLinear, add_lora
+    from .modeling_projector import WhisperLladaProjector, spec_augment
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
     from generation_llada import anchored_answer, anchored_labels
     from modeling_causal_decoder import CausalLMDecoder
     from modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
+    from modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
+    from modeling_lora import LoraLinear, add_lora
+    from modeling_projector import WhisperLladaProjector, spec_augment
 
 DECODER_CLASSES = {"llada": LladaForMaskedDiffusion, "causal": CausalLMDecoder}
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Speech side: SpecAugment on the encoder frames, the projector
-# ----------------------------------------------------------------------------------------------------------------------
-
-ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
-
-
-def spans_mask(lengths: torch.Tensor, width: int, prob: float, span: int) -> torch.Tensor:
-    """(B, width) bool, True = masked: for each row, round(prob * length / span) spans (rounded at random) of `span`
-    positions with random starts inside the row's first `length` positions (SpecAugment's masks)."""
-    lengths = lengths.clamp(max=width).float()
-    counts = (prob * lengths / span + torch.rand_like(lengths)).floor().long()  # (B,)
-    most = int(counts.max()) if counts.numel() else 0
-    positions = torch.arange(width, device=lengths.device)
-    if most == 0:
-        return torch.zeros(lengths.shape[0], width, dtype=torch.bool, device=lengths.device)
-    starts = (torch.rand(lengths.shape[0], most, device=lengths.device) * (lengths[:, None] - span + 1).clamp(min=1))
-    starts = starts.long()
-    used = torch.arange(most, device=lengths.device) < counts[:, None]  # (B, most)
-    inside = (positions >= starts[..., None]) & (positions < starts[..., None] + span) & used[..., None]  # (B, most, W)
-    return inside.any(1) & (positions < lengths[:, None])
-
-
-def spec_augment(frames: torch.Tensor, valid_frames: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:
-    """SpecAugment on encoder frames (B, T, d_enc): time spans and channel spans set to zero (training only)."""
-    if recipe.mask_time_prob > 0:
-        time_mask = spans_mask(valid_frames, frames.shape[1], recipe.mask_time_prob, recipe.mask_time_length)
-        frames = frames.masked_fill(time_mask[..., None], 0.0)
-    if recipe.mask_feature_prob > 0:
-        channels = torch.full_like(valid_frames, frames.shape[2])
-        feature_mask = spans_mask(channels, frames.shape[2], recipe.mask_feature_prob, recipe.mask_feature_length)
-        frames = frames.masked_fill(feature_mask[:, None, :], 0.0)
-    return frames
-
-
-class WhisperLladaProjector(nn.Module):
-    """Merges `stack_factor` encoder frames and maps them to the decoder's embedding size.
-
-    The reference "sln-large" projector is Linear(5*d_enc -> 2048) SiLU -> Linear(-> 1024) LayerNorm SiLU ->
-    Linear(-> 2048) LayerNorm SiLU -> Linear(-> d_model); `projector_hidden_sizes` sets the hidden sizes.
-    """
-
-    def __init__(self, config: WhisperLladaConfig):
-        super().__init__()
-        self.stack_factor = config.stack_factor
-        self.method = config.downsample_method
-        d_enc = config.encoder_config.d_model
-        in_size = d_enc * self.stack_factor if self.method == "stack" else d_enc
-        act = ACTIVATIONS[config.projector_activation]
-        layers: list[nn.Module] = []
-        for index, hidden in enumerate(config.projector_hidden_sizes):
-            layers.append(nn.Linear(in_size, hidden))
-            if index > 0:
-                layers.append(nn.LayerNorm(hidden))
-            layers.append(act())
-            in_size = hidden
-        layers.append(nn.Linear(in_size, config.decoder_config.hidden_size))
-        self.mlp = nn.Sequential(*layers)
-
-    def downsample(self, frames: torch.Tensor) -> torch.Tensor:
-        # frames: (B, T, d_enc) -> (B, ceil(T / k), k * d_enc) for "stack" or (B, ceil(T / k), d_enc) for "mean"
-        batch, length, dim = frames.shape
-        k = self.stack_factor
-        if length % k:
-            frames = F.pad(frames, (0, 0, 0, k - length % k))
-        grouped = frames.view(batch, -1, k, dim)
-        return grouped.reshape(batch, grouped.shape[1], k * dim) if self.method == "stack" else grouped.mean(2)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.downsample(frames))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Decoder side: LoRA adapters (no peft needed; peft's parameter names, so peft-trained adapters load as they are)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class LoraLinear(nn.Module):
-    """A frozen Linear plus a trainable low-rank update: y = W x + (alpha / r) B A dropout(x), with B = 0 at the
-    start. Parameter names are peft's (`base_layer`, `lora_A.default`, `lora_B.default`)."""
-
-    def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0):
-        super().__init__()
-        self.base_layer = base
-        self.lora_dropout = nn.ModuleDict({"default": nn.Dropout(lora_dropout) if lora_dropout else nn.Identity()})
-        self.lora_A = nn.ModuleDict({"default": nn.Linear(base.in_features, r, bias=False)})
-        self.lora_B = nn.ModuleDict({"default": nn.Linear(r, base.out_features, bias=False)})
-        if not self.lora_A["default"].weight.is_meta:  # (inside from_pretrained they are loaded, not built)
-            self.to(base.weight.device)
-        self.scaling = lora_alpha / r
-        self.reset_lora_parameters()
-
-    def reset_lora_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.lora_A["default"].weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B["default"].weight)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.lora_A["default"], self.lora_B["default"]
-        update = b(a(self.lora_dropout["default"](x.to(a.weight.dtype)))) * self.scaling
-        return self.base_layer(x) + update.to(x.dtype)
-
-
-def add_lora(decoder: nn.Module, lora: dict) -> list[str]:
-    """Wraps the decoder's target linear layers (`lora["target_modules"]` inside its `lora_scope`, the transformer
-    layers) in `LoraLinear`, in place; returns the wrapped modules' names."""
-    pattern = re.compile(decoder.lora_scope + r"(" + "|".join(map(re.escape, lora["target_modules"])) + r")$")
-    names = [name for name, module in decoder.named_modules() if pattern.search(name) and isinstance(module, nn.Linear)]
-    if not names:
-        raise ValueError(f"LoRA: no linear layer of the decoder matches {lora['target_modules']}.")
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        owner = decoder.get_submodule(parent)
-        setattr(owner, child, LoraLinear(getattr(owner, child), lora["r"], lora["lora_alpha"], lora["lora_dropout"]))
-    return names
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Full model
-# ----------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -228,7 +108,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             with torch.device("cpu"):  # real weights, also inside from_pretrained's meta-device init
                 whisper = WhisperModel.from_pretrained(resolve_model_path(config.encoder_name_or_path),
                                                        dtype=torch.get_default_dtype())
-            return _pulled(whisper.get_encoder())
+            return mark_pulled(whisper.get_encoder())
         return WhisperEncoder(config.encoder_config)
 
     @staticmethod
@@ -237,7 +117,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         decoder_class = DECODER_CLASSES[config.decoder_type]
         if config.checkpoint_weights != "full" and config.decoder_name_or_path:
             with torch.device("cpu"):  # real weights, also inside from_pretrained's meta-device init
-                return _pulled(decoder_class.pull(config))
+                return mark_pulled(decoder_class.pull(config))
         return decoder_class.from_config(config.decoder_config) if decoder_class is CausalLMDecoder \
             else decoder_class(config.decoder_config)
 
@@ -295,18 +175,18 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         built. On CPU, float16 weights load as float32 (several times faster there) unless a dtype is named; a stored
         weight the checkpoint lacks is an error, not a random initialisation."""
         if str(kwargs.get("device_map") or "cpu") == "cpu" and kwargs.get("dtype") in (None, "auto"):
-            kwargs["dtype"] = torch.float32 if kwargs.get("dtype") is None else _cpu_auto_dtype(
+            kwargs["dtype"] = torch.float32 if kwargs.get("dtype") is None else cpu_auto_dtype(
                 pretrained_model_name_or_path, kwargs)
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         model.decoder.tie_weights()  # a causal LM's tied LM head is stored once, as its embeddings
-        missing = sorted(set(info["missing_keys"]) - _tied_to_loaded(model, info["missing_keys"]))
+        missing = sorted(set(info["missing_keys"]) - tied_to_loaded(model, info["missing_keys"]))
         if missing:
             raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint lacks weights it should store: "
                              f"{missing[:8]}.")
         if isinstance(kwargs.get("device_map"), (str, torch.device)) and str(kwargs["device_map"]) != "auto":
             model.to(kwargs["device_map"])  # pulled base weights were built on the CPU
-        model.generation_config = _saved_generation_config(model, pretrained_model_name_or_path, kwargs)
+        model.generation_config = saved_generation_config(model, pretrained_model_name_or_path, kwargs)
         return (model, info) if wants_info else model
 
     def push_to_hub(self, repo_id: str, *, model_card_results: dict | str | None = None, **kwargs) -> str:
@@ -604,48 +484,4 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         return self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask, generation_config=config, **extra)
 
 
-def _tied_to_loaded(model: nn.Module, missing) -> set[str]:
-    """The missing names that are the same tensor as a loaded one (tied weights, e.g. a causal LM's LM head and
-    embeddings: the checkpoint stores the tensor once)."""
-    names_of: dict[int, list[str]] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        names_of.setdefault(id(parameter), []).append(name)
-    return {name for names in names_of.values() if any(n not in missing for n in names) for name in names}
-
-
-def _pulled(module: nn.Module) -> nn.Module:
-    """Marks the weights of a module pulled from its base checkpoint as initialised, so that loading a checkpoint that
-    does not store them neither counts them as missing nor initialises them again. Non-persistent buffers (rotary
-    frequencies) are left to from_pretrained, which recomputes them."""
-    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-        owner, _, leaf = name.rpartition(".")
-        if leaf not in module.get_submodule(owner)._non_persistent_buffers_set:
-            tensor._is_hf_initialized = True
-    for child in module.modules():  # the base's own loading marked whole modules: let the buffers be recomputed
-        child.__dict__.pop("_is_hf_initialized", None)
-    return module
-
-
-def _saved_generation_config(model, name_or_path, kwargs) -> GenerationConfig:
-    """The decoding defaults saved beside the weights (generation_config.json, read as the decoder's generation config
-    class: transformers reads it only for GenerationMixin models), with the model's special ids where it lacks them."""
-    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
-    default = model.decoder.generation_config
-    try:
-        saved = type(default).from_pretrained(name_or_path, **hub)
-    except OSError:  # no generation_config.json: the defaults
-        return default
-    for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
-        if getattr(saved, name, None) is None and getattr(default, name, None) is not None:
-            setattr(saved, name, getattr(default, name))
-    return saved
-
-
-def _cpu_auto_dtype(name_or_path, kwargs) -> torch.dtype | str:
-    """dtype="auto" on CPU: the saved dtype, except that float16 loads as float32."""
-    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
-    config = kwargs.get("config") or WhisperLladaConfig.from_pretrained(name_or_path, **hub)
-    return torch.float32 if config.dtype in (torch.float16, "float16") else "auto"
-
-
-__all__ = ["WhisperLladaProjector", "WhisperLladaForConditionalGeneration", "LoraLinear", "add_lora"]
+__all__ = ["WhisperLladaForConditionalGeneration"]

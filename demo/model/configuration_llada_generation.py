@@ -1,0 +1,296 @@
+"""Decoding settings of LLaDA-style masked-diffusion decoders: `LladaGenerationConfig`.
+
+The one home of the decoding settings: the A/B/C/D presets (`DECODING_PRESETS`), the defaults, their validation and
+the parsing of strings such as "B,kv_cache=dual"; a resolved config also names itself (`name`) and lists its settings
+(`settings()`), which is what eval_hf.py, bench_hf.py and the model card record. The sampler that runs them is
+`generation_llada.LladaGenerationMixin`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from transformers import GenerationConfig
+
+# The decoding presets. A, B and C are the reference results' configurations: A = one step, B = 8 steps of iterative
+# refinement, C = 8 steps per block x 16 semi-autoregressive blocks (LLaDA counts steps over all blocks: 128 in all).
+# D starts from the CTC hypothesis instead of all-[MASK] (hypothesis-anchored decoding): its uncertain tokens and a few
+# extra slots are masked, and `steps` steps of LLaDA's remasking fill only those.
+DECODING_PRESETS: dict[str, dict[str, Any]] = {
+    "A": {"steps": 1, "num_blocks": 1},
+    "B": {"steps": 8, "num_blocks": 1},
+    "C": {"steps": 8 * 16, "num_blocks": 16},
+    # D's settings were chosen on the demo's validation utterances; `decoding="D", anchor_threshold=...` overrides them
+    "D": {"steps": 2, "num_blocks": 1, "anchored": True, "anchor_threshold": 0.7, "anchor_slack": 2},
+}
+
+# The settings `generate()` takes, with the parsers used for "key=value" strings.
+_BOOL = lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")  # noqa: E731
+LLADA_SETTINGS: dict[str, Any] = {
+    "gen_length": int,
+    "steps": int,
+    "block_length": int,
+    "temperature": float,
+    "remasking": str,
+    "threshold": float,
+    "kv_cache": str,
+    "early_stop": _BOOL,
+    "anchor_threshold": float,
+    "anchor_slack": int,
+}
+APPROXIMATE_SETTINGS = ("threshold", "kv_cache", "early_stop")
+ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack")
+
+
+class LladaGenerationConfig(GenerationConfig):
+    """Decoding settings of a masked-diffusion decoder.
+
+    Args:
+        gen_length: answer length; the answer starts as `[MASK] * gen_length` and EOS fills what is not needed.
+        steps: denoising steps over all blocks together (as LLaDA counts them).
+        block_length: semi-autoregressive block length (default: gen_length, one block). `gen_length` must be a
+            multiple of it and `steps` a multiple of the number of blocks.
+        temperature: 0 = greedy; > 0 = Gumbel-max sampling in float64 as LLaDA.
+        remasking: "low_confidence" (commit the most confident predictions) or "random".
+        threshold: approximate: each step also commits every masked token of the block at least this confident.
+        kv_cache: approximate: None, "prefix" or "dual" (Fast-dLLM caching of the keys/values outside the block).
+        early_stop: approximate: after a committed EOS every later position becomes EOS; finished rows stop.
+        anchored: start from the CTC hypothesis (preset D) instead of all-[MASK].
+        anchor_threshold: D: hypothesis tokens whose CTC confidence is below this are masked.
+        anchor_slack: D: [MASK] slots after the hypothesis, for tokens the CTC missed at the end.
+        decoding: the preset this config was resolved from (A, B, C, D), or None; part of its `name`.
+        mask_token_id / eos_token_id / pad_token_id: the decoder's special ids.
+    """
+
+    def __init__(
+        self,
+        gen_length: int = 128,
+        steps: int = 8,
+        block_length: int | None = None,
+        temperature: float = 0.0,
+        remasking: str = "low_confidence",
+        threshold: float | None = None,
+        kv_cache: str | None = None,
+        early_stop: bool = False,
+        anchored: bool = False,
+        anchor_threshold: float = DECODING_PRESETS["D"]["anchor_threshold"],
+        anchor_slack: int = DECODING_PRESETS["D"]["anchor_slack"],
+        decoding: str | None = None,
+        mask_token_id: int | None = None,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("num_beams", 1)  # so that pipelines do not inject beam search
+        kwargs.pop("do_sample", None)  # sampling is `temperature > 0`
+        explicit = kwargs.pop("explicit", ())
+        super().__init__(**kwargs)
+        self.gen_length = gen_length
+        self.steps = steps
+        self.block_length = block_length if block_length is not None else gen_length
+        self.temperature = temperature or None  # None = greedy; GenerationConfig warns about 0 without sampling
+        self.do_sample = True if self.temperature else None
+        self.remasking = remasking
+        self.threshold = threshold
+        self.kv_cache = kv_cache
+        self.early_stop = early_stop
+        self.anchored = anchored
+        self.anchor_threshold = anchor_threshold
+        self.anchor_slack = anchor_slack
+        self.decoding = decoding
+        self.explicit = list(explicit)  # the settings a caller set on top of the preset (for `name`)
+        self.mask_token_id = mask_token_id
+
+    # -- resolving and checking --------------------------------------------------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    @property
+    def may_finish_blocks_early(self) -> bool:
+        """The approximations (and an anchored start) can fill a block before its last scheduled step."""
+        return self.threshold is not None or bool(self.early_stop) or self.anchored
+
+    @classmethod
+    def from_generation_config(cls, config: GenerationConfig, defaults: "LladaGenerationConfig") -> "LladaGenerationConfig":
+        """A plain `GenerationConfig` (e.g. `GenerationConfig.from_pretrained(checkpoint)` or one built by hand) read
+        as masked-diffusion settings on top of `defaults`: its LLaDA fields are taken (and validated like keyword
+        arguments), the special ids fill in what `defaults` lacks; anything a masked-diffusion decoder cannot honour
+        (beam search, a max_new_tokens, top-k ...) raises one error naming it."""
+        if isinstance(config, cls):
+            return config
+        values = config.to_diff_dict()
+        ignored = {"transformers_version", "_from_model_config", "num_beams", "do_sample", "eos_token_id",
+                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "anchored", "explicit"}
+        unknown = sorted(set(values) - set(LLADA_SETTINGS) - ignored)
+        if unknown or values.get("num_beams", 1) not in (None, 1):
+            bad = unknown or ["num_beams"]
+            raise ValueError(
+                f"generation_config: {bad} cannot be used for masked-diffusion decoding. Pass a LladaGenerationConfig "
+                f"(model.generation_config, or its .resolved(...)) or a GenerationConfig holding only "
+                f"{', '.join(LLADA_SETTINGS)}."
+            )
+        merged = copy.deepcopy(defaults)
+        merged.update(**{k: v for k, v in values.items() if k in LLADA_SETTINGS or k in ("mask_token_id",
+                                                                                        "eos_token_id", "pad_token_id")})
+        merged.check()
+        return merged
+
+    def resolved(self, decoding: str | None = None, **settings: Any) -> "LladaGenerationConfig":
+        """A validated copy with a preset and/or explicit settings applied: `decoding` is "A", "B", "C" or "D", or a
+        string such as "B,kv_cache=dual" (`parse`). Without an explicit block_length the number of blocks is kept
+        (the preset's, or this config's). Unknown names raise a TypeError naming them."""
+        if decoding is not None and ("," in decoding or "=" in decoding):
+            parsed = self.parse(decoding)
+            decoding = parsed.pop("decoding", None)
+            settings = {**parsed, **settings}
+        unknown = sorted(set(settings) - set(LLADA_SETTINGS) - {"num_beams"})
+        if unknown:
+            raise TypeError(
+                f"generate() got unknown argument(s) {unknown} for masked-diffusion decoding; valid: decoding, "
+                f"{', '.join(LLADA_SETTINGS)}, generation_config, generator."
+            )
+        if settings.pop("num_beams", 1) not in (None, 1):
+            raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")
+        config = copy.deepcopy(self)
+        num_blocks = max(1, config.gen_length // (config.block_length or config.gen_length))
+        if decoding is not None:
+            if decoding not in DECODING_PRESETS:
+                raise ValueError(f"decoding must be one of {sorted(DECODING_PRESETS)}, got {decoding!r}.")
+            preset = DECODING_PRESETS[decoding]
+            num_blocks = preset["num_blocks"]
+            config.update(**{k: v for k, v in preset.items() if k != "num_blocks"})
+            config.anchored = preset.get("anchored", False)
+            config.decoding, config.explicit = decoding, []
+        for name, value in settings.items():
+            if value is not None:
+                setattr(config, name, value)
+                if name not in config.explicit:
+                    config.explicit.append(name)
+        if settings.get("temperature") is not None:
+            _check_finite("temperature", settings["temperature"])
+            config.temperature = settings["temperature"] or None
+            config.do_sample = True if config.temperature else None
+        if settings.get("block_length") is None:
+            _check_positive_int("gen_length", config.gen_length)
+            if config.gen_length % num_blocks:
+                raise ValueError(f"gen_length={config.gen_length} must be divisible by the number of blocks ({num_blocks}).")
+            config.block_length = config.gen_length // num_blocks
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Clear errors for settings the sampler cannot run, instead of a silent wrong result."""
+        for name in ("steps", "gen_length", "block_length"):
+            _check_positive_int(name, getattr(self, name))
+        if self.gen_length % self.block_length:
+            raise ValueError(f"gen_length={self.gen_length} must be divisible by block_length={self.block_length}.")
+        if self.anchored and self.num_blocks != 1:
+            raise ValueError("anchored decoding (D) runs over one block: leave block_length at gen_length.")
+        if self.steps % self.num_blocks:
+            raise ValueError(
+                f"steps={self.steps} must be divisible by the number of blocks gen_length/block_length={self.num_blocks} "
+                "(LLaDA counts steps over all blocks)."
+            )
+        if self.remasking not in ("low_confidence", "random"):
+            raise ValueError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}.")
+        if self.kv_cache not in (None, "prefix", "dual"):
+            raise ValueError(f"kv_cache must be None, 'prefix' or 'dual', got {self.kv_cache!r}.")
+        temperature = _check_finite("temperature", self.temperature or 0.0)
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}.")
+        if self.threshold is not None and not 0.0 < _check_finite("threshold", self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}.")
+        if not isinstance(self.early_stop, bool):
+            raise ValueError(f"early_stop must be True or False, got {self.early_stop!r}.")
+        if self.anchored:
+            if not 0.0 <= _check_finite("anchor_threshold", self.anchor_threshold) <= 1.0:
+                raise ValueError(f"anchor_threshold must be in [0, 1], got {self.anchor_threshold!r}.")
+            if isinstance(self.anchor_slack, bool) or not isinstance(self.anchor_slack, int) or self.anchor_slack < 0:
+                raise ValueError(f"anchor_slack must be an integer >= 0, got {self.anchor_slack!r}.")
+        elif any(name in self.explicit for name in ANCHOR_SETTINGS):
+            raise ValueError(f"{[n for n in ANCHOR_SETTINGS if n in self.explicit]} apply to anchored decoding only: "
+                             'use decoding="D".')
+        if self.mask_token_id is None or self.eos_token_id is None:
+            raise ValueError("The generation config needs mask_token_id and eos_token_id (the decoder's special ids).")
+
+    @staticmethod
+    def handles(spec: str) -> bool:
+        """Whether a decoding string is for a masked-diffusion decoder (a preset or settings, not "AR...")."""
+        return str(spec).split(",")[0].strip() != "AR"
+
+    @staticmethod
+    def parse(text: str) -> dict[str, Any]:
+        """"B", "B,kv_cache=dual,threshold=0.9", "steps=16,gen_length=128,block_length=32" -> `generate()` keyword
+        arguments (a preset name may only come first). Raises ValueError naming the bad part."""
+        parts = [part.strip() for part in str(text).split(",") if part.strip()]
+        if not parts:
+            raise ValueError(f"empty decoding configuration {text!r}")
+        kwargs: dict[str, Any] = {}
+        for index, part in enumerate(parts):
+            if "=" not in part:
+                if index != 0:
+                    raise ValueError(f"decoding {text!r}: only the first item may be a preset name, got {part!r}")
+                if part not in DECODING_PRESETS:
+                    raise ValueError(f"decoding {text!r}: unknown preset {part!r}; expected one of {sorted(DECODING_PRESETS)}")
+                kwargs["decoding"] = part
+                continue
+            key, _, value = (s.strip() for s in part.partition("="))
+            if key not in LLADA_SETTINGS:
+                raise ValueError(f"decoding {text!r}: unknown setting {key!r}; expected one of {list(LLADA_SETTINGS)}")
+            try:
+                kwargs[key] = LLADA_SETTINGS[key](value) if value.lower() != "none" else None
+            except ValueError as error:
+                raise ValueError(f"decoding {text!r}: bad value for {key}: {value!r}") from error
+        return kwargs
+
+    def set_length(self, length: int) -> None:
+        """The default answer length, one block (train_hf.py --gen_length)."""
+        self.gen_length = self.block_length = int(length)
+
+    # -- naming and recording (eval_hf.py rows, bench_hf.py variants, the model card) ----------------------------------
+
+    @property
+    def name(self) -> str:
+        """"B", "B,gen_length=64", "steps=16,gen_length=128,block_length=32", "C+dual+thr0.9+es": the preset, the
+        exact settings set on top of it, then the approximations."""
+        exact = [f"{k}={_format(getattr(self, k))}" for k in self.explicit if k not in APPROXIMATE_SETTINGS]
+        name = ",".join(([self.decoding] if self.decoding else []) + exact) or "default"
+        if self.kv_cache:
+            name += f"+{self.kv_cache}"
+        if self.threshold is not None:
+            name += f"+thr{_format(self.threshold)}"
+        if self.early_stop:
+            name += "+es"
+        return name
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings, as eval_hf.py records them for each row."""
+        return {"decoding": self.decoding, "steps": self.steps, "gen_length": self.gen_length,
+                "block_length": self.block_length, "num_blocks": self.num_blocks, "num_beams": 1,
+                "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
+                "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
+                **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {})}
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+__all__ = ["LladaGenerationConfig", "DECODING_PRESETS"]

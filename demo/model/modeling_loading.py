@@ -1,0 +1,63 @@
+"""Loading helpers of `WhisperLladaForConditionalGeneration`: base weights pulled when the model is built are marked
+as initialised (`mark_pulled`), tied weights a checkpoint stores once are told apart from missing ones
+(`tied_to_loaded`), the decoding defaults saved beside the weights are read as the decoder's generation config class
+(`saved_generation_config`), and dtype="auto" on CPU loads float16 weights as float32 (`cpu_auto_dtype`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GenerationConfig
+
+try:
+    from .configuration_whisper_llada import WhisperLladaConfig
+except ImportError:  # imported as a plain top-level module (tests, scripts)
+    from configuration_whisper_llada import WhisperLladaConfig
+
+
+def tied_to_loaded(model: nn.Module, missing) -> set[str]:
+    """The missing names that are the same tensor as a loaded one (tied weights, e.g. a causal LM's LM head and
+    embeddings: the checkpoint stores the tensor once)."""
+    names_of: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(parameter), []).append(name)
+    return {name for names in names_of.values() if any(n not in missing for n in names) for name in names}
+
+
+def mark_pulled(module: nn.Module) -> nn.Module:
+    """Marks the weights of a module pulled from its base checkpoint as initialised, so that loading a checkpoint that
+    does not store them neither counts them as missing nor initialises them again. Non-persistent buffers (rotary
+    frequencies) are left to from_pretrained, which recomputes them."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        owner, _, leaf = name.rpartition(".")
+        if leaf not in module.get_submodule(owner)._non_persistent_buffers_set:
+            tensor._is_hf_initialized = True
+    for child in module.modules():  # the base's own loading marked whole modules: let the buffers be recomputed
+        child.__dict__.pop("_is_hf_initialized", None)
+    return module
+
+
+def saved_generation_config(model, name_or_path, kwargs) -> GenerationConfig:
+    """The decoding defaults saved beside the weights (generation_config.json, read as the decoder's generation config
+    class: transformers reads it only for GenerationMixin models), with the model's special ids where it lacks them."""
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+    default = model.decoder.generation_config
+    try:
+        saved = type(default).from_pretrained(name_or_path, **hub)
+    except OSError:  # no generation_config.json: the defaults
+        return default
+    for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(saved, name, None) is None and getattr(default, name, None) is not None:
+            setattr(saved, name, getattr(default, name))
+    return saved
+
+
+def cpu_auto_dtype(name_or_path, kwargs) -> torch.dtype | str:
+    """dtype="auto" on CPU: the saved dtype, except that float16 loads as float32."""
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+    config = kwargs.get("config") or WhisperLladaConfig.from_pretrained(name_or_path, **hub)
+    return torch.float32 if config.dtype in (torch.float16, "float16") else "auto"
+
+
+__all__ = ["mark_pulled", "tied_to_loaded", "saved_generation_config", "cpu_auto_dtype"]
