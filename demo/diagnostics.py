@@ -26,6 +26,12 @@
         token embeddings^T, greedy: repeats merged, blanks dropped), scored with WER like eval_hf.py. Separates "the
         speech embeddings carry the words" from "the decoder reads them".
 
+    python demo/diagnostics.py anchored-sweep --model M --data runs/demo-bpe/val.jsonl [--thresholds 0.5 0.7 0.9]
+        [--slacks 0 2 4] [--steps 1 2 4]
+        Decoding D's settings measured on one manifest (the validation utterances of the training speakers, never the
+        test clips): WER and decoder forwards per utterance for every anchor_threshold x anchor_slack x steps, next to
+        the CTC head's greedy reading alone (D's starting point). The speech side is computed once per batch.
+
     python demo/diagnostics.py word-coverage --train runs/demo-bpe/train.jsonl \
         --hypotheses outputs/demo_eval/hypotheses_C_demo.jsonl [...]
         Which words a model gets right, by how often the word occurs in the training transcripts (unseen, 1-4, 5-49,
@@ -48,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import whisper_llada_data as wld  # noqa: E402
+from processing_whisper_llada import load_audio  # noqa: E402
 
 
 def latest_trainer_state(run_dir: Path) -> Path:
@@ -96,11 +103,11 @@ def speech_use(model_dir: str, manifest: str, seeds: int, limit: int | None) -> 
     from transformers import AutoModel, AutoProcessor
 
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    model.config.ctc_weight = 0.0  # the masked-diffusion loss alone (an auxiliary training loss is not counted)
+    model.config.update_recipe(ctc_weight=0.0)  # the decoder's loss alone (the auxiliary CTC loss is not counted)
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     records = wld.read_manifest(manifest)[:limit]
     rate = processor.feature_extractor.sampling_rate
-    features = processor(audio=[wld.load_audio(r["audio"], rate) for r in records], sampling_rate=rate)
+    features = processor(audio=[load_audio(r["audio"], rate) for r in records], sampling_rate=rate)
     own, other = [], []
     for i, record in enumerate(records):
         labels = processor(text=[wld.normalize_transcript(record["text"])])["labels"]
@@ -125,29 +132,60 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
     from processing_whisper_llada import WhisperLladaProcessor
     from text_normalization import wer_percent
 
-    # this repository's classes, not the checkpoint's copy of the remote code (older copies lack speech_token_logits)
+    # this repository's classes, not the checkpoint's copy of the remote code (older copies lack ctc_hypotheses)
     model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = WhisperLladaProcessor.from_pretrained(model_dir)
-    blank = model.config.ctc_blank_id
-    if blank is None:
-        raise SystemExit(f"error: {model_dir} was not trained with an auxiliary CTC loss (config.ctc_blank_id is None)")
+    if model.config.ctc_blank_id is None:
+        raise SystemExit(f"error: {model_dir} has no CTC head (config.ctc_blank_id is None)")
     records = wld.read_manifest(manifest)[:limit]
     rate = processor.feature_extractor.sampling_rate
     hypotheses = []
     for first in range(0, len(records), batch_size):
         part = records[first : first + batch_size]
-        features = processor(audio=[wld.load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
-        speech, lengths = model.project_speech(features["input_features"], features["attention_mask"])
-        best = model.speech_token_logits(speech).argmax(-1)  # (B, S) class indices
-        classes = model.ctc_class_ids()
-        if classes is not None:
-            best = classes[best]  # token ids
-        for row, n in zip(best, lengths.tolist()):
-            ids = torch.unique_consecutive(row[:n]).tolist()
-            hypotheses.append(processor.tokenizer.decode([i for i in ids if i != blank], skip_special_tokens=True))
+        features = processor(audio=[load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
+        tokens, _ = model.ctc_hypotheses(*model.project_speech(features["input_features"], features["attention_mask"]))
+        hypotheses.extend(processor.tokenizer.decode(ids, skip_special_tokens=True) for ids in tokens)
     references = [r["text"] for r in records]
     return {"utterances": len(records), "wer": wer_percent(references, hypotheses),
             "examples": [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:2]]}
+
+
+@torch.no_grad()
+def anchored_sweep(model_dir: str, manifest: str, thresholds: list[float], slacks: list[int], steps: list[int],
+                   batch_size: int = 8) -> list[dict]:
+    """WER of decoding D per (anchor_threshold, anchor_slack, steps) on `manifest`, and of the CTC head alone; the
+    mean number of decoder forwards per utterance (D's history: one state per sampler step)."""
+    import itertools
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from processing_whisper_llada import WhisperLladaProcessor
+    from text_normalization import wer_percent
+
+    model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = WhisperLladaProcessor.from_pretrained(model_dir)
+    records = wld.read_manifest(manifest)
+    rate = processor.feature_extractor.sampling_rate
+    grid = list(itertools.product(thresholds, slacks, steps))
+    texts: dict[tuple, list[str]] = {setting: [] for setting in grid}
+    forwards: dict[tuple, int] = dict.fromkeys(grid, 0)
+    ctc_texts: list[str] = []
+    for first in range(0, len(records), batch_size):
+        part = records[first : first + batch_size]
+        features = processor(audio=[load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
+        tokens, _ = model.ctc_hypotheses(*model.project_speech(features["input_features"], features["attention_mask"]))
+        ctc_texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True) for ids in tokens)
+        for setting in grid:
+            threshold, slack, n = setting
+            out = model.generate(**features, decoding="D", anchor_threshold=threshold, anchor_slack=slack, steps=n,
+                                 return_dict_in_generate=True, output_history=True)
+            texts[setting].extend(processor.batch_decode(out.sequences))
+            forwards[setting] += (out.history.shape[1] - 1) * len(part)
+    references = [r["text"] for r in records]
+    rows = [{"decoding": "CTC head alone (greedy)", "wer": wer_percent(references, ctc_texts), "forwards": 0.0}]
+    for (threshold, slack, n), hypotheses in texts.items():
+        rows.append({"decoding": "D", "anchor_threshold": threshold, "anchor_slack": slack, "steps": n,
+                     "wer": wer_percent(references, hypotheses), "forwards": forwards[(threshold, slack, n)] / len(records)})
+    return rows
 
 
 COVERAGE_BUCKETS = ((0, 0, "unseen"), (1, 4, "1-4"), (5, 49, "5-49"), (50, None, "50+"))
@@ -213,7 +251,7 @@ def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
     for speaker, items in groups.items():
         for first in range(0, len(items) - per + 1, per):
             part = items[first : first + per]
-            audio = [wld.load_audio(r["audio"], 16000) for r in part]
+            audio = [load_audio(r["audio"], 16000) for r in part]
             key = f"{part[0]['key']}..{part[-1]['key'].rsplit('-', 1)[-1]}"
             path = output.parent / f"{key}.flac"
             soundfile.write(str(path), __import__("numpy").concatenate(audio), 16000)
@@ -246,12 +284,12 @@ def longform_whisper(whisper_dir: str, joined: str, single: str, chunk_length_s:
     long_records, windows = wld.read_manifest(joined), []
     hypotheses = []
     for record in long_records:
-        wave = wld.load_audio(record["audio"], 16000)
+        wave = load_audio(record["audio"], 16000)
         ranges = split_long_audio(wave, 16000, chunk_length_s)
         windows.append(len(ranges))
         hypotheses.append(join_texts(recognise([wave[a:b] for a, b in ranges])))
     short_records = wld.read_manifest(single)
-    short_hyps = recognise([wld.load_audio(r["audio"], 16000) for r in short_records])
+    short_hyps = recognise([load_audio(r["audio"], 16000) for r in short_records])
     return {"chunk_length_s": chunk_length_s, "joined_clips": len(long_records), "windows": windows,
             "wer_joined": wer([r["text"] for r in long_records], hypotheses),
             "wer_one_by_one": wer([r["text"] for r in short_records], short_hyps)}
@@ -282,6 +320,12 @@ def main(argv=None) -> int:
     reading.add_argument("--model", required=True)
     reading.add_argument("--data", nargs="+", required=True)
     reading.add_argument("--limit", type=int, default=None)
+    sweep = commands.add_parser("anchored-sweep")
+    sweep.add_argument("--model", required=True)
+    sweep.add_argument("--data", required=True)
+    sweep.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.9])
+    sweep.add_argument("--slacks", type=int, nargs="+", default=[0, 2, 4])
+    sweep.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4])
     coverage = commands.add_parser("word-coverage")
     coverage.add_argument("--train", nargs="+", required=True, help="the training manifests (their transcripts)")
     coverage.add_argument("--hypotheses", nargs="+", required=True, help="eval_hf.py hypotheses_*.jsonl files")
@@ -292,6 +336,9 @@ def main(argv=None) -> int:
             rows = read_hypotheses(path)
             result = word_coverage(train_texts, [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
             print(json.dumps({"hypotheses": path, **result}))
+    elif args.command == "anchored-sweep":
+        for row in anchored_sweep(args.model, args.data, args.thresholds, args.slacks, args.steps):
+            print(json.dumps(row))
     elif args.command == "speech-ctc":
         for manifest in args.data:
             print(json.dumps({"data": manifest, **speech_ctc(args.model, manifest, args.limit)}))

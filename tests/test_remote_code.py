@@ -325,7 +325,7 @@ def test_trainable_only_checkpoint_round_trip(processor, tmp_path):
 
 def test_generation_config_survives_save(model, tmp_path):
     """The decoding defaults live in generation_config.json only (a LladaGenerationConfig), not in config.json."""
-    from generation_llada import LladaGenerationConfig
+    from configuration_llada_generation import LladaGenerationConfig
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
     original = model.generation_config
@@ -382,6 +382,7 @@ EVERY_DECODING = textwrap.dedent(
     """
     import json, os, sys
     import numpy as np
+    import soundfile
     from transformers import AutoModel, AutoProcessor, pipeline
     model_dir, clip = sys.argv[1], sys.argv[2]
     sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
@@ -396,9 +397,11 @@ EVERY_DECODING = textwrap.dedent(
     features = processor(audio=clip)
     ids = {d: model.generate(**features, decoding=d).tolist() for d in "ABCD"}
     asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
-    long = np.concatenate([processor.feature_extractor and __import__("soundfile").read(clip)[0]] * 4)
-    result = {"peft_importable": peft_importable, "ids": ids, "text": asr(clip, generate_kwargs={"decoding": "D"})["text"],
-              "long": asr(long.astype("float32"), chunk_length_s=10)["text"], "lora": model.config.lora is not None}
+    long = np.concatenate([soundfile.read(clip, dtype="float32")[0]] * 4)  # over 30 s: windows
+    d = {"decoding": "D"}
+    result = {"peft_importable": peft_importable, "ids": ids, "text": asr(clip, generate_kwargs=d)["text"],
+              "long": asr(long, chunk_length_s=10, generate_kwargs=d)["text"],
+              "lora": model.config.lora is not None}
     print("RESULT " + json.dumps(result))
     """
 )
