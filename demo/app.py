@@ -93,11 +93,12 @@ def bundled_clips(folder: Path = AUDIO_DIR) -> list[dict]:
 
 def decoding_settings(decoding: str, steps: int | None = None, threshold: float | None = None,
                       kv_cache: str | None = None, early_stop: bool = False,
-                      anchor_threshold: float | None = None) -> dict:
-    """The form's values as `generate` settings: 0/None/"off" leave the preset's value; anchor_threshold is D's."""
+                      anchor_threshold: float | None = None, anchor_slack: int | None = None) -> dict:
+    """The form's values as `generate` settings: 0/None/"off" leave the preset's value; the anchor_* are D's."""
     settings = {"steps": int(steps) if steps else None, "threshold": threshold or None,
                 "kv_cache": None if kv_cache in (None, KV_CACHE_OFF) else kv_cache, "early_stop": early_stop or None,
-                "anchor_threshold": anchor_threshold if decoding == "D" else None}
+                "anchor_threshold": anchor_threshold if decoding == "D" else None,
+                "anchor_slack": anchor_slack if decoding == "D" else None}
     return {name: value for name, value in settings.items() if value is not None}
 
 

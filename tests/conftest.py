@@ -241,6 +241,17 @@ DEMO_AUDIO = ROOT / "demo" / "audio"
 CLIPS = ["7312-92432-0000", "7312-92432-0001", "32-21631-0004"]  # 4.2 s, 12.3 s, 12.7 s
 
 
+@pytest.fixture(autouse=True, scope="session")
+def float32_eval_by_default():
+    """eval_hf.py defaults to bfloat16 on CPUs with native bf16: the tests pin the float32 path so that their numbers
+    and run signatures do not depend on the machine (test_eval.py checks the rule itself)."""
+    import whisper_llada_eval
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(whisper_llada_eval, "cpu_has_native_bf16", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random whisper-llada model with a real (Whisper-BPE, LLaDA-style) tokenizer, saved as remote code;

@@ -117,7 +117,7 @@ def test_b_view_follows_the_history_of_generate(app, asr):
 def test_d_view_starts_from_the_ctc_hypothesis(app, asr):
     """D's start state shows the kept CTC tokens as anchors (no confidence), [MASK] where the sampler fills in."""
     model, processor = asr
-    result = app.transcribe(model, processor, str(clip_path()), "D", anchor_threshold=0.0)
+    result = app.transcribe(model, processor, str(clip_path()), "D", anchor_threshold=0.0, anchor_slack=2)
     window = result.windows[0]
     mask_id, eos_id = model.config.mask_token_id, model.config.eos_token_id
     kinds = [t.kind for t in app.step_tokens(window, 0, mask_id, eos_id)]

@@ -222,8 +222,8 @@ def test_default_decodings_include_d_only_with_a_ctc_head(tiny_checkpoint, tiny_
     rows = json.loads((tmp_path / "ctc" / "results.json").read_text())["results"]
     assert [r["decoding"] for r in rows] == ["A", "B", "C", "D"]
     d = rows[-1]
-    assert (d["preset"], d["steps"], d["anchor_threshold"], d["anchor_slack"]) == ("D", 2, 0.7, 2)
-    assert d["num_utterances"] == 1 and d["wer"] >= 0 and d["run_signature"]["decoding"]["anchor_slack"] == 2
+    assert (d["preset"], d["steps"], d["anchor_threshold"], d["anchor_slack"]) == ("D", 1, 0.3, 0)
+    assert d["num_utterances"] == 1 and d["wer"] >= 0 and d["run_signature"]["decoding"]["anchor_slack"] == 0
     assert read_jsonl(tmp_path / "ctc" / "hypotheses_D_three_clips.jsonl")[0]["hypothesis"] is not None
     # without a CTC head the default set leaves D out silently ...
     run_eval(tiny_checkpoint, manifest, tmp_path / "plain", "--max_utterances", "1")
@@ -318,3 +318,12 @@ def test_demo_run(tmp_path):
     assert row["num_utterances"] == 3 and 0 <= row["wer"] and row["rtfx"] > 0
     assert len(read_jsonl(out / "hypotheses_B_demo.jsonl")) == 3
     assert "| demo/model | B |" in (out / "results.md").read_text()
+
+
+@needs_shared(WHISPER_TINY)
+def test_default_dtype_is_bfloat16_on_a_cpu_with_native_bf16(tiny_checkpoint, manifest, tmp_path, monkeypatch):
+    import whisper_llada_eval
+
+    monkeypatch.setattr(whisper_llada_eval, "cpu_has_native_bf16", lambda: True)
+    run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--max_utterances", "1")
+    assert json.loads((tmp_path / "results.json").read_text())["dtype"] == "bfloat16"

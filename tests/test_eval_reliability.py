@@ -191,7 +191,8 @@ def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tiny_checkpoint, tmp_path):
     data = _write_manifest(tmp_path / "many.jsonl", _good_clips(tmp_path, 6))  # 18 utterances
     out = tmp_path / "out"
     args = ["--model", str(tiny_checkpoint), "--data", str(data), "--output_dir", str(out), "--device", "cpu",
-            "--decoding", "B", "--batch_size", "1", "--warmup_batches", "0", "--no_progress"]
+            "--decoding", "B", "--batch_size", "1", "--warmup_batches", "0", "--no_progress",
+            "--dtype", "float32"]  # the subprocess does not see conftest's float32 default
     rc, _, err = _signal_after_first_lines([sys.executable, str(ROOT / "eval_hf.py"), *args],
                                            out / "hypotheses_B_many.jsonl", signal.SIGINT)
     assert rc == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -273,7 +274,7 @@ def test_chaos_run_killed_and_resumed_gives_the_clean_runs_hypotheses(tiny_check
     clean = _write_manifest(tmp_path / "clean.jsonl", good)
 
     common = ["--model", str(tiny_checkpoint), "--device", "cpu", "--decoding", "B", "--batch_size", "1",
-              "--warmup_batches", "0", "--no_progress"]
+              "--warmup_batches", "0", "--no_progress", "--dtype", "float32"]
     out = tmp_path / "out"
     args = [*common, "--data", f"chaos={mixed}", "--output_dir", str(out)]
     rc, _, _ = _signal_after_first_lines([sys.executable, str(ROOT / "eval_hf.py"), *args],

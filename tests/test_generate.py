@@ -330,7 +330,7 @@ def test_anchored_decoding_settings_are_validated():
     with pytest.raises(ValueError, match="starts from the CTC reading of audio"):
         model.generate(inputs_embeds=prefix, decoding="D")
     assert model.resolve_decoding("D,anchor_threshold=0.5").name == "D,anchor_threshold=0.5"
-    assert model.resolve_decoding("D").settings()["anchor_slack"] == 2
+    assert model.resolve_decoding("D").settings()["anchor_slack"] == 0  # the preset's default
 
 
 def test_anchored_training_answer_keeps_ctc_errors_masks_uncertain_and_missed_tokens():

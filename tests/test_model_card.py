@@ -105,7 +105,7 @@ def test_body_usage_presets_and_results_table():
     assert "cuda (NVIDIA H100 80GB HBM3)" in body and "stack" in body and "[2048, 1024, 2048]" in body
     assert "| D |" not in body  # no CTC head: no hypothesis-anchored decoding
     with_ctc = model_card_text({**make_config(), "ctc_blank_id": 4}, gen_length=96).split("---\n", 2)[2]
-    assert "| D | the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head) | 2 | 96 |" in with_ctc
+    assert "| D | the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head) | 1 | 96 |" in with_ctc
     assert "| C | 8 steps per block x 16 semi-autoregressive blocks | 128 | 6 |" in with_ctc  # gen_length 96
 
 
