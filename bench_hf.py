@@ -63,17 +63,18 @@ def kind(config) -> str:
 
 
 def select_variants(model, specs: list[str], names: list[str] | None) -> list:
-    """The resolved decoding configs of `specs` (the benchmark's rows, named by `config.name`) that `names` selects
-    (all when None), in table order; unknown names are an error. D needs a CTC head: left out without one."""
-    configs = [model.resolve_decoding(spec) for spec in specs
-               if not spec.startswith("D") or model.config.ctc_blank_id is not None]
+    """The resolved decoding configs of `specs` (the benchmark's rows) that `names` selects (all when None), in table
+    order; a row is selected by its name (`config.name`, e.g. "B+dual") or its spec ("B,kv_cache=dual"); unknown names
+    are an error. D needs a CTC head: left out without one."""
+    rows = [(spec, model.resolve_decoding(spec)) for spec in specs
+            if not spec.startswith("D") or model.config.ctc_blank_id is not None]
     if not names:
-        return configs
-    known = [config.name for config in configs]
-    unknown = [n for n in names if n not in known]
+        return [config for _, config in rows]
+    unknown = [n for n in names if not any(n in (spec, config.name) for spec, config in rows)]
     if unknown:
-        raise SystemExit(f"bench_hf.py: unknown --variants {unknown}; expected names among {known}")
-    return [config for config in configs if config.name in names]
+        raise SystemExit(f"bench_hf.py: unknown --variants {unknown}; expected names among "
+                         f"{[config.name for _, config in rows]} (or their specs: {[spec for spec, _ in rows]})")
+    return [config for spec, config in rows if spec in names or config.name in names]
 
 
 def synchronize(device: torch.device) -> None:
@@ -103,7 +104,7 @@ def time_ctc(model, processor, waves, batch_size: int) -> tuple[list[str], float
     start = time.perf_counter()
     for chunk in batches(waves, batch_size):
         features = processor(audio=chunk, sampling_rate=16000)
-        states, lengths = model.project_speech(features["input_features"], features["attention_mask"])
+        states, lengths = model.project_speech(features["input_features"].to(model.dtype), features["attention_mask"])
         tokens, _ = model.ctc_hypotheses(states, lengths)
         texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens)
     return texts, time.perf_counter() - start
@@ -114,7 +115,7 @@ def time_whisper_ar(model, processor, waves, batch_size: int) -> tuple[list[str]
     start = time.perf_counter()
     for chunk in batches(waves, batch_size):
         features = processor(chunk, sampling_rate=16000, return_tensors="pt")
-        ids = model.generate(features.input_features, num_beams=1, do_sample=False, max_new_tokens=200)
+        ids = model.generate(features.input_features.to(model.dtype), num_beams=1, do_sample=False, max_new_tokens=200)
         texts.extend(processor.batch_decode(ids, skip_special_tokens=True))
     return texts, time.perf_counter() - start
 
@@ -129,6 +130,14 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     write_atomic(BENCHMARKS, text)
+
+
+def shown_path(path: str) -> str:
+    """`path` relative to the repository when it is inside it (BENCHMARKS.md is read on other machines)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
 
 
 def command_line() -> str:
@@ -156,9 +165,10 @@ def run_cpu(args) -> None:
     references = [r["text"] for r in records]
     audio_seconds = sum(len(w) for w in waves) / 16000
 
-    model = WhisperLladaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    dtype = getattr(torch, args.dtype)  # both models, so that the ratio compares like with like
+    model = WhisperLladaForConditionalGeneration.from_pretrained(args.model, dtype=dtype).eval()
     processor = WhisperLladaProcessor.from_pretrained(args.model)
-    whisper = WhisperForConditionalGeneration.from_pretrained(args.whisper, dtype=torch.float32).eval()
+    whisper = WhisperForConditionalGeneration.from_pretrained(args.whisper, dtype=dtype).eval()
     whisper_processor = WhisperProcessor.from_pretrained(args.whisper)
 
     rows = []
@@ -182,8 +192,8 @@ def run_cpu(args) -> None:
 
     body = ["## CPU: bundled demo model vs Whisper tiny.en (same run, same clips)\n",
             header(f"CPU, {args.threads} threads ({platform.processor() or platform.machine()})"),
-            f"- clips: {len(waves)} held-out LibriSpeech utterances from `{args.data}`, {audio_seconds:.1f} s of audio; "
-            f"batch size {args.batch_size}; fp32\n",
+            f"- clips: {len(waves)} held-out LibriSpeech utterances from `{shown_path(args.data)}`, {audio_seconds:.1f} s of audio; "
+            f"batch size {args.batch_size}; {args.dtype} (both models)\n",
             "| model / decoding | exact? | WER % | RTFx | RTFx / Whisper tiny.en |", "|---|---|---|---|---|"]
     for name, wer, rtfx, exact in rows:
         body.append(f"| {name} | {exact} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
@@ -327,8 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     cpu.add_argument("--whisper", default=str(ROOT.parent / "shared" / "models" / "whisper-tiny.en"))
     cpu.add_argument("--batch_size", type=int, default=1)
     cpu.add_argument("--threads", type=int, default=2)
+    cpu.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="weights and activations of both models (bfloat16: on CPUs with native bf16)")
     cpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                     help=f"subset of rows by name (default all, D only with a CTC head): {', '.join(CPU_VARIANTS)}")
+                     help="subset of rows by name or spec (default all, D only with a CTC head): "
+                          f"{', '.join(CPU_VARIANTS)}, or their names (B+dual, ...)")
     gpu = sub.add_parser("gpu", help="real shapes with random weights on a GPU")
     gpu.add_argument("--device", default="cuda")
     gpu.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64, 32, 16],
@@ -336,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--num_utterances", type=int, default=128)
     gpu.add_argument("--tiny", action="store_true", help="small shapes, print only (smoke test)")
     gpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                     help=f"subset of rows by name (default all): {', '.join(GPU_VARIANTS)}")
+                     help=f"subset of rows by name or spec (default all): {', '.join(GPU_VARIANTS)}, or their names "
+                          "(B+dual, ...)")
     gpu.add_argument("--results", default=str(ROOT / "outputs" / "bench_gpu_results.json"),
                      help="rows kept across runs on the same device and synthetic set (merged by variant)")
     return parser

