@@ -104,7 +104,7 @@ def time_ctc(model, processor, waves, batch_size: int) -> tuple[list[str], float
     start = time.perf_counter()
     for chunk in batches(waves, batch_size):
         features = processor(audio=chunk, sampling_rate=16000)
-        states, lengths = model.project_speech(features["input_features"].to(model.dtype), features["attention_mask"])
+        states, lengths = model.project_speech(features["input_features"], features["attention_mask"])
         tokens, _ = model.ctc_hypotheses(states, lengths)
         texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens)
     return texts, time.perf_counter() - start
@@ -192,8 +192,8 @@ def run_cpu(args) -> None:
 
     body = ["## CPU: bundled demo model vs Whisper tiny.en (same run, same clips)\n",
             header(f"CPU, {args.threads} threads ({platform.processor() or platform.machine()})"),
-            f"- clips: {len(waves)} held-out LibriSpeech utterances from `{shown_path(args.data)}`, {audio_seconds:.1f} s of audio; "
-            f"batch size {args.batch_size}; {args.dtype} (both models)\n",
+            f"- clips: {len(waves)} held-out LibriSpeech utterances from `{shown_path(args.data)}`, "
+            f"{audio_seconds:.1f} s of audio; batch size {args.batch_size}; {args.dtype} (both models)\n",
             "| model / decoding | exact? | WER % | RTFx | RTFx / Whisper tiny.en |", "|---|---|---|---|---|"]
     for name, wer, rtfx, exact in rows:
         body.append(f"| {name} | {exact} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")

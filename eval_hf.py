@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per generate() call (default: 8)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="model dtype (default: bfloat16 on cuda and on CPUs with native bf16 (AVX512-BF16/AMX), else float32)")
+                        help="model dtype (default: bfloat16 on cuda and on CPUs with native bf16 (AVX512-BF16/AMX), "
+                             "else float32)")
     parser.add_argument("--max_utterances", type=int, default=None, help="evaluate only the first N of each split")
     parser.add_argument("--steps", type=int, default=None, help="explicit extra decoding: total steps")
     parser.add_argument("--gen_length", type=int, default=None, help="explicit extra decoding: answer length")

@@ -84,7 +84,8 @@ class DecodingRequest:
 @dataclass
 class EvalRequest:
     """What to evaluate: models (paths or Hub ids, with their names in the table), splits (data specs), decodings,
-    and where (device "cpu"/"cuda[:N]", None: cuda if available; dtype a `DTYPES` name, None: bfloat16 on cuda and on a CPU with native bf16, float32 otherwise)."""
+    and where (device "cpu"/"cuda[:N]", None: cuda if available; dtype a `DTYPES` name, None: bfloat16 on cuda and
+    on a CPU with native bf16, float32 otherwise)."""
 
     models: list[str]
     labels: list[str]
@@ -154,8 +155,9 @@ def resolve_decodings(loaded: LoadedModel, request: DecodingRequest) -> list[tup
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): there bf16 decodes the demo model
-    2.4x faster than float32 at the same WER within a word or five of 455 (BENCHMARKS.md); elsewhere it is slower."""
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): there bf16 decodes the demo clips
+    about 2.2x faster than float32 (230 s vs 503 s for A-D) with WER within five words of 455 (docs/evaluation.md);
+    elsewhere it is slower."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             flags = next((line for line in handle if line.startswith("flags")), "").split()

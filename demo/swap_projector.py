@@ -29,7 +29,7 @@ def swap_projector(model_dir: str, donor_dir: str, output: str, dtype: str | Non
     model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir)
     donor = WhisperLladaForConditionalGeneration.from_pretrained(donor_dir)
     for name in SPEECH_FIELDS:
-        mine, theirs = getattr(model.config, name, None), getattr(donor.config, name, None)
+        mine, theirs = getattr(model.config, name), getattr(donor.config, name)
         if mine != theirs:
             raise SystemExit(f"error: {donor_dir}: config.{name} is {theirs!r}, {model_dir} has {mine!r}; the "
                              "projector can only move between models that read the speech the same way")

@@ -55,12 +55,12 @@ def test_cpu_benchmark_writes_its_section_with_the_dtype_of_both_models(tiny_che
                                                                        monkeypatch):
     """`bench_hf.py cpu` (here a tiny random model, row A only, bfloat16) replaces only its own BENCHMARKS.md section."""
     target = tmp_path / "BENCHMARKS.md"
-    target.write_text("# Benchmarks\n\n<!-- bench:cpu -->\nold\n<!-- /bench:cpu -->\n\nkept\n")
+    target.write_text("# Benchmarks\n\n<!-- bench:cpu -->\nSTALE ROWS\n<!-- /bench:cpu -->\n\nkept\n")
     monkeypatch.setattr(bench_hf, "BENCHMARKS", target)
     bench_hf.main(["cpu", "--model", str(tiny_checkpoint), "--data", str(manifest), "--whisper", str(WHISPER_TINY),
                    "--variants", "A", "--dtype", "bfloat16", "--threads", "1"])
     text = target.read_text()
-    assert "old" not in text and text.endswith("kept\n") and "bfloat16 (both models)" in text
+    assert "STALE ROWS" not in text and text.endswith("kept\n") and "bfloat16 (both models)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "WER" not in line]
     assert [line.split(" | ")[0] for line in rows] == ["| Whisper tiny.en (AR greedy, transformers generate)",
                                                        "| demo whisper-llada A"]
