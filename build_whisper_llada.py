@@ -33,6 +33,13 @@ from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 from processing_whisper_llada import (CHATML_TEMPLATE, WhisperLladaProcessor, build_llada_style_tokenizer,
                                       mask_predictor_tokenizer)
 
+# The remote-code files `save_pretrained` copies beside every checkpoint (the model's module and what it imports).
+REMOTE_CODE_FILES = ("configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
+                     "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "modeling_llada.py",
+                     "modeling_causal_decoder.py", "generation_llada.py", "generation_whisper_llada.py",
+                     "alignment_whisper_llada.py", "processing_whisper_llada.py", "processing_ctc_units.py",
+                     "pipeline_whisper_llada.py", "modelcard_whisper_llada.py")
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "fp32": torch.float32,
           "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -324,10 +331,7 @@ def upgrade_checkpoint(directory: str) -> list[str]:
     WhisperLladaConfig(**{k: v for k, v in config.items() if k != "model_type"})  # still a valid config
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     root = Path(__file__).resolve().parent
-    for name in ("configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
-                 "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "modeling_llada.py",
-                 "modeling_causal_decoder.py", "generation_llada.py", "processing_whisper_llada.py",
-                 "pipeline_whisper_llada.py", "modelcard_whisper_llada.py"):
+    for name in REMOTE_CODE_FILES:
         if not (folder / name).exists() or (folder / name).read_bytes() != (root / name).read_bytes():
             shutil.copyfile(root / name, folder / name)
             changes.append(f"{name}: this package's")
@@ -348,4 +352,4 @@ if __name__ == "__main__":
 
 __all__ = ["ModelSpec", "DecoderSpec", "build_model", "build_processor", "build_decoder", "compose",
            "continue_training", "causal_to_diffusion", "apply_lora", "set_trainable", "check_local_path",
-           "upgrade_checkpoint", "DTYPES"]
+           "upgrade_checkpoint", "DTYPES", "REMOTE_CODE_FILES"]

@@ -27,7 +27,8 @@ from configuration_whisper_llada import DEFAULT_PROMPT, check_number
 from modelcard_whisper_llada import hub_unreachable, is_network_error
 from whisper_llada_training import (BudgetCallback, EncoderCache, ExistingModelError, SpeechCollator,
                                     WhisperLladaTrainer, check_model_dirs, count_parameters, end_distributed,
-                                    load_filtered, print_skip_summary, save_final, training_token_ids)
+                                    load_filtered, print_skip_summary, save_final, training_token_ids,
+                                    training_units)
 
 logger = logging.getLogger("train_hf")
 
@@ -116,9 +117,11 @@ class ModelArguments:
     )
     ctc_vocab: str = field(
         default="all",
-        metadata={"help": "The CTC's classes: 'all' (the whole vocabulary) or 'train' (the tokens of the training "
+        metadata={"help": "The CTC's classes: 'all' (the whole vocabulary), 'train' (the tokens of the training "
                           "transcripts plus the blank, saved as config.ctc_token_ids: a few thousand classes instead of "
-                          "a 50k vocabulary, which 6 h of audio cannot train)."},
+                          "a 50k vocabulary, which 6 h of audio cannot train) or 'units:N' (N of the decoder's tokens "
+                          "that can spell any word, chosen from the training transcripts: the CTC's classes and the "
+                          "units the answers are spelled in; processing_ctc_units.CTCUnits)."},
     )
     ctc_only: bool = field(
         default=False, metadata={"help": "Train the projector on the auxiliary CTC loss alone (the decoder is not run: "
@@ -285,8 +288,8 @@ def parse_args(argv: Optional[list[str]] = None):
         raise ValueError("--max_seconds must be <= 30: the Whisper encoder sees at most 30 s.")
     if training_args.stop_at_step is not None and training_args.stop_at_step < 1:
         raise ValueError(f"--stop_at_step must be a positive step count, got {training_args.stop_at_step}.")
-    if model_args.ctc_vocab not in ("all", "train"):
-        raise ValueError(f"--ctc_vocab must be 'all' or 'train', got {model_args.ctc_vocab!r}.")
+    if model_args.ctc_vocab not in ("all", "train") and unit_count(model_args.ctc_vocab) is None:
+        raise ValueError(f"--ctc_vocab must be 'all', 'train' or 'units:N' (N >= 64), got {model_args.ctc_vocab!r}.")
     return model_args, data_args, training_args
 
 
@@ -346,8 +349,8 @@ def prepare_model(args: ModelArguments):
     config.update_recipe(**{name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None})
     if args.gen_length:
         model.generation_config.set_length(int(args.gen_length))
-    if args.ctc_vocab == "train" and not config.recipe.ctc_weight:
-        raise ValueError("--ctc_vocab train needs --ctc_weight > 0 and --ctc_blank_id.")
+    if args.ctc_vocab != "all" and not config.recipe.ctc_weight:
+        raise ValueError(f"--ctc_vocab {args.ctc_vocab} needs --ctc_weight > 0 and --ctc_blank_id.")
     if args.ctc_only:
         if not config.recipe.ctc_weight:
             raise ValueError("--ctc_only needs --ctc_weight > 0 and --ctc_blank_id.")
@@ -358,6 +361,14 @@ def prepare_model(args: ModelArguments):
 # ----------------------------------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def unit_count(ctc_vocab: str) -> Optional[int]:
+    """N for --ctc_vocab units:N, else None."""
+    name, _, number = str(ctc_vocab).partition(":")
+    if name != "units" or not number.isdigit() or int(number) < 64:
+        return None
+    return int(number)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -395,6 +406,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         model.config.validate_architecture()
         print(f"[ctc] {len(model.config.ctc_token_ids)} classes: the tokens of the training transcripts and the blank",
               flush=True)
+    elif unit_count(model_args.ctc_vocab) and model.config.ctc_token_ids is None:
+        units = training_units(train_dataset, processor, unit_count(model_args.ctc_vocab), model.config.ctc_blank_id)
+        processor.ctc_units = units.ids
+        model.config.ctc_token_ids = units.ids + [model.config.ctc_blank_id]
+        model.config.validate_architecture()
+        print(f"[ctc] {len(units)} units + the blank: the CTC's classes, and the spelling of the answers", flush=True)
 
     cache = EncoderCache(data_args.encoder_cache_dir, model, data_args.encoder_cache_dtype) \
         if data_args.encoder_cache_dir else None

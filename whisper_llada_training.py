@@ -38,6 +38,16 @@ def training_token_ids(dataset, processor: WhisperLladaProcessor, blank_id: int)
     return sorted(ids)
 
 
+def training_units(dataset, processor: WhisperLladaProcessor, size: int, blank_id: int):
+    """A `CTCUnits` set of `size` decoder tokens chosen from the training transcripts (as the collator normalises
+    them), without the blank and the special tokens."""
+    from processing_ctc_units import CTCUnits
+
+    texts = dataset["text"] if hasattr(dataset, "__len__") else [record["text"] for record in dataset]
+    return CTCUnits.choose(processor.tokenizer, [wld.normalize_transcript(t) for t in texts], size,
+                           exclude_ids=[blank_id])
+
+
 def count_parameters(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -172,10 +172,7 @@ def processor():
 # Saved checkpoints as remote code, loaded in a clean process
 # ----------------------------------------------------------------------------------------------------------------------
 
-PACKAGE_FILES = {"configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
-                 "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "processing_whisper_llada.py",
-                 "modeling_llada.py", "modeling_causal_decoder.py", "generation_llada.py", "pipeline_whisper_llada.py",
-                 "modelcard_whisper_llada.py"}
+PACKAGE_FILES = set(__import__("build_whisper_llada").REMOTE_CODE_FILES)
 
 # A user who only downloaded a checkpoint has no copy of this package: child scripts start with this, which hides an
 # installed (e.g. editable) one and the repository root.

@@ -298,7 +298,9 @@ def test_anchored_decoding_fills_only_masked_positions_batched_equals_one_by_one
         one = fe([wave], sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
         alone = model.generate(input_features=one.input_features, attention_mask=one.attention_mask, decoding="D",
                                anchor_threshold=0.05, steps=2)
-        assert torch.equal(final[row : row + 1], alone)
+        width = alone.shape[1]  # a batch is as wide as its longest answer; a row's own positions decode the same
+        assert torch.equal(final[row : row + 1, :width], alone)
+        assert (final[row, width:] == EOS_ID).all()
 
 
 def test_anchored_decoding_commits_each_rows_masks_over_the_steps_as_llada_schedules_them():
@@ -327,8 +329,12 @@ def test_anchored_decoding_settings_are_validated():
         model.resolve_decoding("D", block_length=8)
     with pytest.raises(ValueError, match=r"apply to anchored decoding only: use decoding=\"D\""):
         model.resolve_decoding("B", anchor_threshold=0.5)
-    with pytest.raises(ValueError, match="starts from the CTC reading of audio"):
+    with pytest.raises(ValueError, match="reads the audio: pass input_features"):
         model.generate(inputs_embeds=prefix, decoding="D")
+    with pytest.raises(ValueError, match=r"ctc_fusion must be in \[0, 1\]"):
+        model.resolve_decoding("D", ctc_fusion=2.0)
+    with pytest.raises(ValueError, match="ctc_top_k must be None or an integer >= 1"):
+        model.resolve_decoding("D", ctc_top_k=0)
     assert model.resolve_decoding("D,anchor_threshold=0.5").name == "D,anchor_threshold=0.5"
     assert model.resolve_decoding("D").settings()["anchor_slack"] == 0  # the preset's default
 

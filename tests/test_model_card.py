@@ -96,7 +96,7 @@ def test_body_usage_presets_and_results_table():
     assert MARKER in body
     assert 'AutoModel.from_pretrained("someone/whisper-llada-8b", trust_remote_code=True)' in body
     assert 'AutoProcessor.from_pretrained("someone/whisper-llada-8b", trust_remote_code=True)' in body
-    assert 'model.generate(**inputs, decoding="B")' in body
+    assert "model.generate(**inputs)" in body
     assert 'pipeline("automatic-speech-recognition", model="someone/whisper-llada-8b", trust_remote_code=True)' in body
     assert "| A | 1 step | 1 | 128 |" in body
     assert "| C | 8 steps per block x 16 semi-autoregressive blocks | 128 | 8 |" in body
@@ -104,7 +104,10 @@ def test_body_usage_presets_and_results_table():
     assert "| C | empty | 0 | – | – |" in body
     assert "cuda (NVIDIA H100 80GB HBM3)" in body and "stack" in body and "[2048, 1024, 2048]" in body
     assert "| D |" not in body  # no CTC head: no hypothesis-anchored decoding
-    with_ctc = model_card_text({**make_config(), "ctc_blank_id": 4}, gen_length=96).split("---\n", 2)[2]
+    with_ctc = model_card_text({**make_config(), "ctc_blank_id": 4}, gen_length=96,
+                               default_decoding="D").split("---\n", 2)[2]
+    assert "model.generate(**inputs)  # the model's default decoding: D" in with_ctc
+    assert "| CTC | the CTC head's greedy reading alone" in with_ctc and "| CTC |" not in body
     assert "| D | the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head) | 1 | 96 |" in with_ctc
     assert "| C | 8 steps per block x 16 semi-autoregressive blocks | 128 | 6 |" in with_ctc  # gen_length 96
 

@@ -314,7 +314,7 @@ def test_ctc_vocab_train_restricts_the_ctc_to_the_training_tokens(assets, tmp_pa
     assert again["model"].config.ctc_token_ids == sorted(expected)
     with pytest.raises(ValueError, match="--ctc_vocab train needs --ctc_weight"):
         train_hf.main(base_args(assets, tmp_path / "bad", "--max_steps", "1", "--ctc_vocab", "train"))
-    with pytest.raises(ValueError, match="'all' or 'train'"):
+    with pytest.raises(ValueError, match="'all', 'train' or 'units:N'"):
         train_hf.main(base_args(assets, tmp_path / "bad2", "--max_steps", "1", "--ctc_weight", "1.0",
                                 "--ctc_blank_id", "59", "--ctc_vocab", "some"))
 
