@@ -1,15 +1,16 @@
-"""Speed benchmarks for whisper-llada; each part rewrites its own section of BENCHMARKS.md (device, date, command).
+"""Speed benchmarks for whisper-llada. Each part writes its table (device, date, command) to outputs/bench_<part>.md;
+`--update_benchmarks` also replaces that part's section of BENCHMARKS.md (do that for a full, quiet run only).
 
-    # 1. CPU, same run, same clips: the demo model (A/B/C exact and with the approximate options) vs transformers'
-    #    Whisper tiny.en autoregressive generate. The demo model uses Whisper tiny.en's encoder: the difference is
-    #    the decoder.
+    # 1. CPU, same run, same clips: the demo model (CTC, A/B/C/D exact and with the approximate options) vs
+    #    transformers' Whisper tiny.en autoregressive generate. The demo model uses Whisper tiny.en's encoder: the
+    #    difference is the decoder.
     python bench_hf.py cpu [--model demo/model] [--data demo/audio/manifest.jsonl] [--batch_size 1]
 
     # 2. GPU: random weights with the real shapes (LLaDA-8B decoder in bf16, whisper-large-v3 encoder), synthetic audio
     #    with LibriSpeech-like durations, batch size 1 and the largest that fits; fixed-step exact decoding is the
     #    headline, caching/threshold rows are labelled (random weights make them unrepresentative).
     python bench_hf.py gpu [--batch_sizes 1 64 32 16] [--num_utterances 128] [--variants A B C]
-    python bench_hf.py gpu --tiny --device cpu     # smoke test of the GPU script on small shapes (not reported)
+    python bench_hf.py gpu --tiny --device cpu     # smoke test of the GPU script on small shapes, seconds (not reported)
     # Rows are kept in outputs/bench_gpu_results.json and merged across runs on the same device, so the variants can
     # be measured in several shorter runs (e.g. `--variants A B`, then `--variants C`) and the table holds them all.
 
@@ -47,11 +48,11 @@ REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.
 TARGET_RTFX = {"A": 600, "B": 200, "C": 60}
 
 
-CPU_VARIANTS = ["A", "B", "C", "D",
+CPU_VARIANTS = ["CTC", "A", "B", "C", "D",
                 "B,kv_cache=prefix", "B,kv_cache=dual", "B,threshold=0.9", "B,early_stop=1",
                 "C,kv_cache=prefix", "C,kv_cache=dual", "C,threshold=0.9", "C,early_stop=1",
                 "C,kv_cache=dual,threshold=0.9,early_stop=1"]
-GPU_VARIANTS = ["A", "B", "C", "D", "B,kv_cache=dual", "C,kv_cache=dual", "C,kv_cache=dual,threshold=0.9"]
+GPU_VARIANTS = ["CTC", "A", "B", "C", "D", "B,kv_cache=dual", "C,kv_cache=dual", "C,kv_cache=dual,threshold=0.9"]
 
 
 def kind(config) -> str:
@@ -59,15 +60,17 @@ def kind(config) -> str:
     deterministic) or "approx." (the Fast-dLLM-style options)."""
     if config.kv_cache or config.threshold is not None or config.early_stop:
         return "approx."
+    if config.ctc_reading:
+        return "no decoder"
     return "anchored" if config.anchored else "yes"
 
 
 def select_variants(model, specs: list[str], names: list[str] | None) -> list:
     """The resolved decoding configs of `specs` (the benchmark's rows) that `names` selects (all when None), in table
     order; a row is selected by its name (`config.name`, e.g. "B+dual") or its spec ("B,kv_cache=dual"); unknown names
-    are an error. D needs a CTC head: left out without one."""
+    are an error. D and CTC need a CTC head: left out without one."""
     rows = [(spec, model.resolve_decoding(spec)) for spec in specs
-            if not spec.startswith("D") or model.config.ctc_blank_id is not None]
+            if not spec.startswith(("D", "CTC")) or model.config.ctc_blank_id is not None]
     if not names:
         return [config for _, config in rows]
     unknown = [n for n in names if not any(n in (spec, config.name) for spec, config in rows)]
@@ -97,19 +100,6 @@ def time_whisper_llada(model, processor, waves, config, batch_size: int, device)
     return texts, time.perf_counter() - start
 
 
-@torch.no_grad()
-def time_ctc(model, processor, waves, batch_size: int) -> tuple[list[str], float]:
-    """The CTC head's greedy reading alone (no decoder forward): texts and processing seconds."""
-    texts: list[str] = []
-    start = time.perf_counter()
-    for chunk in batches(waves, batch_size):
-        features = processor(audio=chunk, sampling_rate=16000)
-        states, lengths = model.project_speech(features["input_features"], features["attention_mask"])
-        tokens, _ = model.ctc_hypotheses(states, lengths)
-        texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens)
-    return texts, time.perf_counter() - start
-
-
 def time_whisper_ar(model, processor, waves, batch_size: int) -> tuple[list[str], float]:
     texts: list[str] = []
     start = time.perf_counter()
@@ -120,8 +110,17 @@ def time_whisper_ar(model, processor, waves, batch_size: int) -> tuple[list[str]
     return texts, time.perf_counter() - start
 
 
-def write_section(name: str, body: str) -> None:
-    """Replaces the `name` section of BENCHMARKS.md (between its markers), written atomically."""
+def write_section(name: str, body: str, update_benchmarks: bool = False) -> None:
+    """Writes the `name` table to outputs/bench_<name>.md (in the working directory), and with `update_benchmarks`
+    replaces the `name` section
+    of BENCHMARKS.md (between its markers); both atomically."""
+    out = Path("outputs") / f"bench_{name}.md"  # relative to the working directory, as eval_hf.py's outputs
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, body.rstrip() + "\n")
+    print(f"wrote {out}" + (" and its BENCHMARKS.md section" if update_benchmarks else
+                            " (BENCHMARKS.md unchanged; --update_benchmarks to replace its section)"))
+    if not update_benchmarks:
+        return
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\nWritten by `bench_hf.py`.\n"
     block = f"{begin}\n{body.rstrip()}\n{end}"
@@ -178,11 +177,6 @@ def run_cpu(args) -> None:
         whisper_rtfx = audio_seconds / seconds
         rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx,
                      "–"))
-        if model.config.ctc_blank_id is not None:
-            time_ctc(model, processor, waves[:1], 1)  # warm-up
-            texts, seconds = time_ctc(model, processor, waves, args.batch_size)
-            rows.append(("demo whisper-llada: CTC head alone (greedy)", wer_percent(references, texts),
-                         audio_seconds / seconds, "–"))
         for config in select_variants(model, CPU_VARIANTS, args.variants):
             time_whisper_llada(model, processor, waves[:1], config, 1, device)  # warm-up
             texts, seconds = time_whisper_llada(model, processor, waves, config, args.batch_size, device)
@@ -198,9 +192,9 @@ def run_cpu(args) -> None:
     for name, wer, rtfx, exact in rows:
         body.append(f"| {name} | {exact} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
     body.append("\n`exact` rows produce the tokens of LLaDA's reference sampler; `anchored` (D) starts from the CTC "
-                "head's hypothesis instead of all-[MASK]; `approx.` rows use the opt-in Fast-dLLM-style options. WER "
-                "uses Whisper's English normaliser.")
-    write_section("cpu", "\n".join(body))
+                "head's hypothesis instead of all-[MASK]; `no decoder` (CTC) is that hypothesis alone; `approx.` rows "
+                "use the opt-in Fast-dLLM-style options. WER uses Whisper's English normaliser.")
+    write_section("cpu", "\n".join(body), args.update_benchmarks)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -235,14 +229,16 @@ def real_shape_model(tiny: bool, device: torch.device, dtype: torch.dtype) -> Wh
             model = WhisperLladaForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
+    if tiny:  # a smoke test: C's 16 blocks of one token take 16 decoder passes, not 96
+        model.generation_config.set_length(16)
     return model.eval()
 
 
-def librispeech_like_durations(count: int, seed: int = 0) -> list[float]:
-    """Gamma-distributed durations, mean about 7 s, clipped to [1, 30] s; a few long ones up to 30 s."""
+def librispeech_like_durations(count: int, seed: int = 0, longest: float = 30.0) -> list[float]:
+    """Gamma-distributed durations, mean about 7 s, clipped to [1, `longest`] s; a few long ones from 20 s up."""
     rng = np.random.default_rng(seed)
-    durations = np.clip(rng.gamma(shape=2.5, scale=2.8, size=count), 1.0, 30.0)
-    durations[: max(1, count // 32)] = rng.uniform(20.0, 30.0, size=max(1, count // 32))
+    durations = np.clip(rng.gamma(shape=2.5, scale=2.8, size=count), 1.0, longest)
+    durations[: max(1, count // 32)] = rng.uniform(min(20.0, longest), longest, size=max(1, count // 32))
     return sorted(durations.tolist())
 
 
@@ -273,7 +269,7 @@ def run_gpu(args) -> list[dict]:
     feature_extractor = WhisperFeatureExtractor(feature_size=128)
     processor = WhisperLladaProcessor.__new__(WhisperLladaProcessor)  # features only; decoding is timed separately
     processor.feature_extractor = feature_extractor
-    durations = librispeech_like_durations(args.num_utterances)
+    durations = librispeech_like_durations(args.num_utterances, longest=4.0 if args.tiny else 30.0)
     rng = np.random.default_rng(1)
     waves = [rng.standard_normal(int(d * 16000)).astype(np.float32) * 0.05 for d in durations]
     audio_seconds = sum(durations)
@@ -316,20 +312,22 @@ def run_gpu(args) -> list[dict]:
         exact = r["exact"] == "yes"
         ref = REFERENCE_RTFX.get(preset, "") if exact else ""
         target = TARGET_RTFX.get(preset, "") if exact else ""
-        label = {"yes": "yes", "anchored": "anchored (random weights: CTC confidences unrepresentative)"}.get(
-            r["exact"], "approx. (random weights: unrepresentative)")
+        label = {"yes": "yes", "anchored": "anchored (random weights: CTC confidences unrepresentative)",
+                 "no decoder": "no decoder"}.get(r["exact"], "approx. (random weights: unrepresentative)")
         body.append(f"| {r['variant']} | {label} | {r['batch_size']} | {r['rtfx']:.1f} | {r['peak_gib']:.1f} | {ref} | "
                     f"{target} |")
     commands = sorted({(r["date"], r["command"]) for r in results})
     if len(commands) > 1:
         body.append("\nRows were measured by these runs (same device, same synthetic set):")
         body += [f"- {date}: `{command}`" for date, command in commands]
-    write_section("gpu", "\n".join(body))
+    write_section("gpu", "\n".join(body), args.update_benchmarks)
     return results
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update_benchmarks", action="store_true",
+                        help="also replace this part's section of BENCHMARKS.md (default: outputs/bench_<part>.md only)")
     sub = parser.add_subparsers(dest="part", required=True)
     cpu = sub.add_parser("cpu", help="demo model vs Whisper tiny.en on CPU")
     cpu.add_argument("--model", default=str(ROOT / "demo" / "model"))
@@ -344,10 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{', '.join(CPU_VARIANTS)}, or their names (B+dual, ...)")
     gpu = sub.add_parser("gpu", help="real shapes with random weights on a GPU")
     gpu.add_argument("--device", default="cuda")
-    gpu.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 64, 32, 16],
-                     help="1 first, then candidates from large to small: the first that fits is reported")
-    gpu.add_argument("--num_utterances", type=int, default=128)
-    gpu.add_argument("--tiny", action="store_true", help="small shapes, print only (smoke test)")
+    gpu.add_argument("--batch_sizes", type=int, nargs="+", default=None,
+                     help="1 first, then candidates from large to small: the first that fits is reported (default "
+                          "1 64 32 16; with --tiny 1 4)")
+    gpu.add_argument("--num_utterances", type=int, default=None, help="default 128; with --tiny 4")
+    gpu.add_argument("--tiny", action="store_true", help="small shapes and few short utterances, print only: a smoke "
+                                                         "test of the script in seconds")
     gpu.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                      help=f"subset of rows by name or spec (default all): {', '.join(GPU_VARIANTS)}, or their names "
                           "(B+dual, ...)")
@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.part == "gpu":
+        args.batch_sizes = args.batch_sizes or ([1, 4] if args.tiny else [1, 64, 32, 16])
+        args.num_utterances = args.num_utterances or (4 if args.tiny else 128)
     run_cpu(args) if args.part == "cpu" else run_gpu(args)
     return 0
 

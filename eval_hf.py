@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,9 @@ logger = logging.getLogger("eval_hf")
 DEMO_MODEL = ROOT / "demo" / "model"
 DEMO_MANIFEST = ROOT / "demo" / "audio" / "manifest.jsonl"
 DEMO_OUTPUT = Path("outputs") / "demo_eval"
-DEFAULT_DECODINGS = ["A", "B", "C", "D", "AR"]  # each where it applies: D with a CTC head, AR for causal decoders
+DEFAULT_DECODINGS = ["CTC", "A", "B", "C", "D", "AR"]  # each where it applies: CTC and D with a CTC head, AR for
+#                                                         causal decoders
+DEMO_LIMITS = {"C": 3}  # the no-argument demo run: C (128 decoder passes) on 3 clips, one per speaker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="presets (A B C, D with a CTC head), 'B,kv_cache=dual', explicit "
                         "'steps=16,gen_length=128,block_length=32', or AR / 'AR,num_beams=4' for causal-decoder models "
                         "(default: A B C D AR, each where it applies)")
+    parser.add_argument("--limit", nargs="+", default=None, metavar="DECODING=N",
+                        help="decode DECODING on only N utterances of each split, spread evenly over it (the table "
+                        "says 'n of N utt.'); 'all' for no limit. Default: none, except the no-argument demo run, "
+                        f"which limits {', '.join(f'{k}={v}' for k, v in DEMO_LIMITS.items())} to finish in minutes")
     parser.add_argument("--output_dir", default=None, help=f"where results go (default: {DEMO_OUTPUT})")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per generate() call (default: 8)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -110,8 +117,42 @@ def decoding_request(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             check_spec(spec)
         except ValueError as error:
             parser.error(str(error))
+    limits = parse_limits(args, parser, specs)
     return DecodingRequest(specs, defaults=args.decoding is None and not explicit, threshold=args.threshold,
-                           kv_cache=args.kv_cache, early_stop=args.early_stop)
+                           kv_cache=args.kv_cache, early_stop=args.early_stop, limits=limits)
+
+
+def parse_limits(args: argparse.Namespace, parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, int]:
+    """--limit DECODING=N ... (or 'all'); the no-argument demo run's DEMO_LIMITS when --limit is not given."""
+    if args.limit is None:
+        demo_run = args.model is None and args.data is None and args.decoding is None
+        return {k: v for k, v in DEMO_LIMITS.items() if k in specs} if demo_run else {}
+    limits = {}
+    for item in args.limit:
+        if item == "all":
+            continue
+        spec, _, number = item.rpartition("=")
+        if spec not in specs or not number.isdigit() or int(number) < 1:
+            parser.error(f"--limit {item}: expected DECODING=N with DECODING one of {specs} and N >= 1, or 'all'")
+        limits[spec] = int(number)
+    return limits
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why results cannot be written to `path` (created if missing), or None; checked before any model is loaded."""
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot be created ({error.strerror or error})"
+    probe = path / f".eval_hf-write-test-{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        return f"is not writable ({error.strerror or error})"
+    return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -135,6 +176,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.model_card is not None and not (Path(args.model_card).expanduser() / "config.json").is_file():
         parser.error(f"--model_card {args.model_card}: not a model folder (no config.json)")
     args.output_dir = args.output_dir or str(DEMO_OUTPUT)
+    problem = output_dir_problem(Path(args.output_dir))
+    if problem:
+        raise SystemExit(f"error: --output_dir {args.output_dir}: {problem}")
     args.request = EvalRequest(models, labels, args.data or [f"demo={DEMO_MANIFEST}"],
                                decoding_request(args, parser), args.device, args.dtype)
     args.options = EvalOptions(batch_size=args.batch_size, long_audio=args.long_audio, on_bad_data=args.on_bad_data,

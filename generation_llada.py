@@ -128,20 +128,29 @@ def align(hypothesis: list[int], reference: list[int]) -> list[int | None]:
     return pairs
 
 
-def anchored_labels(labels: torch.LongTensor, tokens: list[int], confidences: list[float], threshold: float,
-                    mask_id: int, eos_id: int) -> torch.LongTensor:
-    """Training input for an editor of D's start (A,): the answer `labels` (EOS-padded, -100 = not in the answer, read
-    as 0) with each transcript token replaced by the CTC token aligned to it (`align`) when that one is at least
-    `threshold` confident, and by [MASK] when it is less confident or the CTC missed the token. The CTC's confident
-    errors stay in, as D presents them; its extra tokens have no place in the answer and are left out."""
+def editor_example(labels: torch.LongTensor, tokens: list[int], confidences: list[float], threshold: float,
+                   mask_id: int, eos_id: int, delete_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """D's training example for an editor of the CTC reading, in the reading's own frame as D presents it (Mask-CTC
+    style): (input (A,), target (A,)). The input is the reading (`tokens`) with the tokens under `threshold`
+    confidence masked, EOS after it; the target of each reading position is the transcript token aligned to it
+    (`align`: a match or a substitution) or `delete_id` for a token the CTC wrote in excess (it decodes to nothing),
+    EOS after the reading. The CTC's confident errors stay in the input (no loss there); transcript tokens the CTC
+    missed have no slot. `labels` (A,): the answer, EOS-padded (-100 read as padding); a reading longer than A - 1 is
+    cut."""
+    width = labels.shape[0]
     length = int(((labels != eos_id) & (labels != -100)).long().cumprod(-1).sum())  # tokens before the first EOS
-    labels = labels.clamp(min=0)
     reference = labels[:length].tolist()
-    out = labels.clone()
+    target = [delete_id] * len(tokens)
     for position, index in enumerate(align(tokens, reference)):
-        keep = index is not None and confidences[index] >= threshold
-        out[position] = tokens[index] if keep else mask_id
-    return out
+        if index is not None:
+            target[index] = reference[position]
+    shown = [t if c >= threshold else mask_id for t, c in zip(tokens, confidences)]
+    n = min(len(tokens), width - 1)
+    inputs = torch.full((width,), eos_id, dtype=torch.long)
+    targets = torch.full((width,), eos_id, dtype=torch.long)
+    inputs[:n] = torch.tensor(shown[:n], dtype=torch.long)
+    targets[:n] = torch.tensor(target[:n], dtype=torch.long)
+    return inputs, targets
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
@@ -434,4 +443,4 @@ class LladaGenerationMixin:
 
 
 __all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "SlotPrior", "num_transfer_schedule", "argmax_probability",
-           "anchored_answer", "anchored_labels", "align"]
+           "anchored_answer", "editor_example", "align"]

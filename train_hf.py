@@ -96,8 +96,10 @@ class ModelArguments:
     projector_activation: str = field(default="silu", metadata={"help": "silu | gelu | relu"})
     checkpoint_weights: Optional[str] = field(
         default=None,
-        metadata={"help": "full | trainable (default: trainable from base models, full with --decoder_config, "
-                          "kept from --model_name_or_path)."},
+        metadata={"help": "What checkpoints store: full | trainable (the projector and LoRA adapters) | "
+                          "trainable+encoder (those and the frozen encoder; the decoder's base weights are pulled at "
+                          "load). Default: trainable from base models, full with --decoder_config, kept from "
+                          "--model_name_or_path."},
     )
     model_dtype: str = field(
         default="float32", metadata={"help": "dtype the base models are loaded in (float32 | bfloat16 | float16)."}
@@ -197,6 +199,12 @@ class DataArguments:
 
 @dataclass
 class WhisperLladaTrainingArguments(TrainingArguments):
+    resume_from_checkpoint: Optional[str] = field(
+        default=None, metadata={"help": "Resume an interrupted run: true (or last) = the newest checkpoint-N folder in "
+                                        "--output_dir, or a checkpoint folder. The optimizer, scheduler, step and "
+                                        "data order continue from there (a streamed set restarts its pass: "
+                                        "docs/training.md). Checked before anything is loaded."}
+    )
     max_train_minutes: Optional[float] = field(
         default=None, metadata={"help": "Stop training after this many minutes; the final model is still saved."}
     )
@@ -223,26 +231,43 @@ class WhisperLladaTrainingArguments(TrainingArguments):
     final_model_dtype: Optional[str] = field(
         default=None, metadata={"help": "dtype of the model written to --final_model_dir (e.g. float16)."}
     )
+    default_decoding: Optional[str] = field(
+        default=None, metadata={"help": "The decoding the saved model uses when none is asked for (its "
+                                        "generation_config.json): A, B, C, D or CTC. Default: D for a masked-diffusion "
+                                        "model with a CTC head (the most accurate of A-D in every measurement here: "
+                                        "BENCHMARKS.md), else the model's own (B for a new one)."}
+    )
 
 
 ARG_CLASSES = (ModelArguments, DataArguments, WhisperLladaTrainingArguments)
 
 
 ARG_CLASSES = (ModelArguments, DataArguments, WhisperLladaTrainingArguments)
+
+
+class TrainConfigError(ValueError):
+    """A problem with the command line or the config file, found before anything is loaded: one line, no traceback."""
 
 
 def load_config_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path} does not exist.")
     with open(path) as handle:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        try:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
 
-            values = yaml.safe_load(handle) or {}
-        else:
-            values = json.load(handle)
+                values = yaml.safe_load(handle) or {}
+            else:
+                values = json.load(handle)
+        except Exception as error:  # yaml.YAMLError, json.JSONDecodeError
+            where = getattr(error, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            detail = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise TrainConfigError(f"{path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}"
+                                   f"{at}: {detail}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of argument names to values.")
+        raise TrainConfigError(f"{path}: a config file must hold a mapping of argument names to values.")
     return values
 
 
@@ -266,31 +291,112 @@ def config_value(path: str, key: str, value: Any, action) -> Any:
     return number if convert is int else value  # a single float (or its string) is converted by argparse
 
 
+def close_matches(name: str, known) -> str:
+    import difflib
+
+    matches = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
 def parse_args(argv: Optional[list[str]] = None):
-    """(model_args, data_args, training_args): config file values (first positional .yaml/.yml/.json), then flags."""
+    """(model_args, data_args, training_args): config file values (first positional .yaml/.yml/.json), then flags.
+    Raises TrainConfigError (one line) for an unknown key or flag, a bad value or a file that does not parse."""
+    try:
+        return _parse_args(argv)
+    except TrainConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # argparse / HfArgumentParser / the dataclasses' checks
+        raise TrainConfigError(str(error).splitlines()[0]) from None
+
+
+def _parse_args(argv: Optional[list[str]] = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(ARG_CLASSES)
+
+    def one_line(message: str):  # argparse prints its usage block first; one line is enough
+        raise TrainConfigError(message)
+
+    parser.error = one_line
+    known = {action.dest for action in parser._actions}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         path = argv.pop(0)
         values = load_config_file(path)
-        known = {action.dest for action in parser._actions}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown keys in the config file: {unknown}")
+            raise TrainConfigError(f"{path}: unknown key(s) {unknown}{close_matches(unknown[0], known)}; "
+                                   "`python train_hf.py --help` lists them.")
         actions = {action.dest: action for action in parser._actions}
         values = {k: config_value(path, k, v, actions[k]) for k, v in values.items()}
         # argparse converts string defaults with the field's type; lists, dicts, numbers and booleans pass as they are
         parser.set_defaults(**{k: (str(v) if isinstance(v, float) else v) for k, v in values.items()})
+    flags = [a[2:].split("=")[0] for a in argv if a.startswith("--")]
+    unknown_flags = [f for f in flags if f not in known and f.replace("-", "_") not in known]
+    if unknown_flags:
+        raise TrainConfigError(f"unknown flag --{unknown_flags[0]}{close_matches(unknown_flags[0], known)}; "
+                               "`python train_hf.py --help` lists them.")
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if data_args.on_bad_data not in ("skip", "error"):
-        raise ValueError(f"--on_bad_data must be 'skip' or 'error', got {data_args.on_bad_data!r}.")
+        raise TrainConfigError(f"--on_bad_data must be 'skip' or 'error', got {data_args.on_bad_data!r}.")
     if data_args.max_seconds > 30:
-        raise ValueError("--max_seconds must be <= 30: the Whisper encoder sees at most 30 s.")
+        raise TrainConfigError("--max_seconds must be <= 30: the Whisper encoder sees at most 30 s.")
     if training_args.stop_at_step is not None and training_args.stop_at_step < 1:
-        raise ValueError(f"--stop_at_step must be a positive step count, got {training_args.stop_at_step}.")
+        raise TrainConfigError(f"--stop_at_step must be a positive step count, got {training_args.stop_at_step}.")
+    if training_args.default_decoding not in (None, "A", "B", "C", "D", "CTC"):
+        raise TrainConfigError(f"--default_decoding must be A, B, C, D or CTC, got {training_args.default_decoding!r}.")
     if model_args.ctc_vocab not in ("all", "train") and unit_count(model_args.ctc_vocab) is None:
-        raise ValueError(f"--ctc_vocab must be 'all', 'train' or 'units:N' (N >= 64), got {model_args.ctc_vocab!r}.")
+        raise TrainConfigError(f"--ctc_vocab must be 'all', 'train' or 'units:N' (N >= 64), got "
+                               f"{model_args.ctc_vocab!r}.")
     return model_args, data_args, training_args
+
+
+def resume_checkpoint(resume: Union[str, bool, None], output_dir: str) -> Optional[str]:
+    """The checkpoint --resume_from_checkpoint names: true/last = the newest checkpoint-N in --output_dir, else a
+    folder; raises TrainConfigError when there is none (before anything is loaded)."""
+    if resume in (None, False, "", "false", "False"):
+        return None
+    if resume is True or str(resume).lower() in ("true", "last"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise TrainConfigError(f"--resume_from_checkpoint {resume}: --output_dir {output_dir} holds no "
+                                   "checkpoint-N folder to resume from (drop the flag to start afresh).")
+        return last
+    if not os.path.isdir(resume):
+        raise TrainConfigError(f"--resume_from_checkpoint {resume}: no such checkpoint folder.")
+    return resume
+
+
+def check_hub_sources(args: "ModelArguments") -> None:
+    """Every Hub id the run loads is reachable (or cached), before anything is loaded: one line otherwise."""
+    from build_whisper_llada import check_local_path
+
+    names = {"--model_name_or_path": args.model_name_or_path}
+    if not args.model_name_or_path:
+        names.update({"--encoder_name_or_path": args.encoder_name_or_path, "--tokenizer_name_or_path":
+                      args.tokenizer_name_or_path})
+        if args.decoder_config is None:
+            names["--decoder_name_or_path"] = args.decoder_name_or_path
+    for flag, name in names.items():
+        if not name or str(name).startswith("package:"):
+            continue
+        check_local_path(str(name), flag.lstrip("-").replace("_name_or_path", ""))  # a missing folder: one line
+        if os.path.exists(os.path.expanduser(str(name))):
+            continue
+        from huggingface_hub import HfApi, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(str(name), "config.json"), str):
+            continue  # in the local Hub cache
+        try:
+            HfApi().model_info(str(name), timeout=10)
+        except Exception as error:  # noqa: BLE001 - network errors come from httpx, requests or the Hub client
+            if is_network_error(error) or type(error).__name__ == "OfflineModeIsEnabled":
+                raise ConnectionError(f"{flag} {name}: not a local folder, and the Hugging Face Hub cannot be reached "
+                                      f"to download it ({type(error).__name__}: {str(error).splitlines()[0]}); check "
+                                      "the network, HF_ENDPOINT and HF_HUB_OFFLINE, or pass a local folder.") from None
+            if type(error).__name__ in ("RepositoryNotFoundError", "GatedRepoError"):
+                raise TrainConfigError(f"{flag} {name}: no such model on the Hub, or no access to it "
+                                       f"({type(error).__name__}).") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -349,7 +455,7 @@ def prepare_model(args: ModelArguments):
     config.update_recipe(**{name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None})
     if args.gen_length:
         model.generation_config.set_length(int(args.gen_length))
-    if args.ctc_vocab != "all" and not config.recipe.ctc_weight:
+    if args.ctc_vocab != "all" and config.ctc_token_ids is None and not config.recipe.ctc_weight:
         raise ValueError(f"--ctc_vocab {args.ctc_vocab} needs --ctc_weight > 0 and --ctc_blank_id.")
     if args.ctc_only:
         if not config.recipe.ctc_weight:
@@ -363,6 +469,16 @@ def prepare_model(args: ModelArguments):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def record_default_decoding(model, decoding: Optional[str]) -> None:
+    """The decoding a saved model uses with no arguments: `decoding`, or D for a masked-diffusion model with a CTC
+    head; its settings (e.g. D's anchor_threshold) are the model's current ones."""
+    if decoding is None:
+        if model.config.decoder_type != "llada" or model.config.ctc_blank_id is None:
+            return
+        decoding = "D"
+    model.generation_config = model.resolve_decoding(decoding)
+
+
 def unit_count(ctc_vocab: str) -> Optional[int]:
     """N for --ctc_vocab units:N, else None."""
     name, _, number = str(ctc_vocab).partition(":")
@@ -374,14 +490,15 @@ def unit_count(ctc_vocab: str) -> Optional[int]:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     # before any data or model is loaded: refuse to overwrite a model
+    resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     training_args.final_model_dir = check_model_dirs(training_args.output_dir, training_args.final_model_dir,
-                                                     bool(training_args.resume_from_checkpoint),
-                                                     training_args.overwrite_final_model)
+                                                     bool(resume), training_args.overwrite_final_model)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("whisper_llada_data").setLevel(logging.WARNING)
     if not data_args.train_data:
-        raise ValueError("--train_data is required (LibriSpeech dir, manifest or hub:... spec).")
+        raise TrainConfigError("--train_data is required (LibriSpeech dir, manifest or hub:... spec).")
+    check_hub_sources(model_args)
     training_args.remove_unused_columns = False  # the collator needs the raw columns
     training_args.prediction_loss_only = True
 
@@ -410,6 +527,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         units = training_units(train_dataset, processor, unit_count(model_args.ctc_vocab), model.config.ctc_blank_id)
         processor.ctc_units = units.ids
         model.config.ctc_token_ids = units.ids + [model.config.ctc_blank_id]
+        model.config.answer_units = True
         model.config.validate_architecture()
         print(f"[ctc] {len(units)} units + the blank: the CTC's classes, and the spelling of the answers", flush=True)
 
@@ -427,9 +545,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         if training_args.push_to_hub and is_network_error(error):
             raise hub_unreachable("--push_to_hub", error) from None
         raise
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume or None)
     elapsed = time.time() - started
@@ -450,6 +565,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         trainer.log_metrics("train", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
     if training_args.push_to_hub:  # uploads output_dir: before the final model is written into <output_dir>/final
         trainer.push_to_hub()
+    record_default_decoding(model, training_args.default_decoding)
     if trainer.is_world_process_zero():
         save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
         print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)
@@ -460,5 +576,5 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         main()
-    except (ExistingModelError, FileNotFoundError, ConnectionError) as error:
+    except (TrainConfigError, ExistingModelError, FileNotFoundError, ConnectionError) as error:
         sys.exit(f"train_hf.py: error: {error}")

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class DecodingRequest:
     threshold: float | None = None
     kv_cache: str | None = None
     early_stop: bool = False
+    limits: dict[str, int] = field(default_factory=dict)  # spec -> decode only N utterances of each split (spread)
 
     def approximations(self, config) -> dict[str, Any]:
         """The global approximations a resolved masked-diffusion `config` did not set explicitly."""
@@ -114,6 +115,7 @@ class Job:
     config: Any  # the resolved generation config: LladaGenerationConfig or ARGenerationConfig (`name`, `settings()`)
     data: SplitData
     hypotheses: HypothesesFile
+    split_utterances: int = 0  # the whole split's usable utterances (more than `data` holds under --limit)
 
 
 def decoding_kind(model) -> type:
@@ -142,11 +144,12 @@ def resolve_decodings(loaded: LoadedModel, request: DecodingRequest) -> list[tup
                 config = loaded.model.resolve_decoding(config, **extra)
         except (ValueError, TypeError) as error:
             raise EvalError(f"model {loaded.label}, decoding {spec}: {error}") from error
-        if getattr(config, "anchored", False) and loaded.model.config.ctc_blank_id is None:
+        reads_ctc = getattr(config, "anchored", False) or getattr(config, "ctc_reading", False)
+        if reads_ctc and loaded.model.config.ctc_blank_id is None:
             if request.defaults:
                 continue
-            raise EvalError(f"model {loaded.label}, decoding {spec}: D (hypothesis-anchored) starts from the CTC "
-                            "head's reading of the speech, and this model has none (config.ctc_blank_id is None)")
+            raise EvalError(f"model {loaded.label}, decoding {spec}: {config.name} reads the CTC head's greedy reading "
+                            "of the speech, and this model has none (config.ctc_blank_id is None)")
         resolved.append((spec, config))
     names = [config.name for _, config in resolved]
     if len(set(names)) != len(names):
@@ -190,6 +193,15 @@ def run_signature(loaded: LoadedModel, config, data: SplitData, options: EvalOpt
     return signature
 
 
+def spread_subset(data: SplitData, count: int | None) -> SplitData:
+    """`data` itself, or `count` of its records spread evenly over it (every len/count-th: e.g. one clip per speaker
+    of the demo clips), for a decoding limited with --limit."""
+    if not count or count >= len(data.records):
+        return data
+    step = len(data.records) / count
+    return SplitData(data.split, [data.records[int(i * step)] for i in range(count)], data.skipped)
+
+
 def check_long_audio(models: list[LoadedModel], splits: list[SplitData]) -> None:
     """`--long_audio error`: refuses to start when an utterance is longer than the encoder's window, naming them."""
     window = min(m.processor.feature_extractor.chunk_length for m in models)
@@ -213,11 +225,13 @@ def plan_jobs(models: list[LoadedModel], splits: list[SplitData], request: Decod
             raise EvalError(f"none of the decodings {request.specs} applies to model {loaded.label} ({fits})")
         for spec, config in resolved:
             used.add(spec)
-            for data in splits:
-                stem = f"{safe_name(config.name)}_{safe_name(data.split.name)}"
+            for full in splits:
+                data = spread_subset(full, request.limits.get(spec))
+                limited = f"-{len(data.records)}of{len(full.records)}" if data is not full else ""
+                stem = f"{safe_name(config.name)}_{safe_name(data.split.name)}{limited}"
                 name = f"hypotheses_{loaded.tag}_{stem}.jsonl" if loaded.tag else f"hypotheses_{stem}.jsonl"
                 signature = run_signature(loaded, config, data, options, dtype_name, device)
-                jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature)))
+                jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature), len(full.records)))
     paths = [job.hypotheses.path.name for job in jobs]
     if len(set(paths)) != len(paths):
         raise EvalError(f"two models would write the same hypotheses files ({paths}); give them distinct names")
@@ -354,6 +368,7 @@ def score_job(job: Job, progress: JobProgress, partial: bool = False) -> dict:
         "partial": partial,
         "num_utterances": len(entries),
         "planned_utterances": len(job.data.records),
+        "split_utterances": job.split_utterances,  # more than planned: --limit decoded a spread subset
         "wer": 100.0 * errors / counts["reference_words"] if counts["reference_words"] else None,
         "rtfx": audio_seconds / processing_seconds if processing_seconds > 0 else None,
         "audio_seconds": audio_seconds,

@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import soundfile as sf
 
+from modeling_loading import make_readable as readable
 from processing_whisper_llada import AudioInputError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Mapping[str, Any]]
@@ -129,34 +130,20 @@ def audio_duration(source: AudioSource) -> float:
 
 def make_readable(directory: PathLike, recursive: bool = False) -> None:
     """Gives the files in `directory` (and the directory itself) the permissions a plain `open()` would have given
-    them: `0o666 & ~umask` for files, `0o777 & ~umask` for directories (bits are only added, never removed).
-
-    safetensors (and `tempfile`) write through private temporary files, so e.g. `model.safetensors` ends up mode 0600
-    while the files next to it are 0644; a checkpoint that is shared or uploaded must be readable like the rest.
-    Symbolic links are left alone; `recursive` descends into sub-directories."""
-    umask = os.umask(0)
-    os.umask(umask)
-    file_bits, dir_bits = 0o666 & ~umask, 0o777 & ~umask
-
-    def fix(path: str, bits: int) -> None:
-        mode = os.lstat(path).st_mode & 0o7777
-        if mode | bits != mode:
-            os.chmod(path, mode | bits)
-
-    root = os.fspath(directory)
-    fix(root, dir_bits)
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.is_symlink():
-                continue
-            if entry.is_file():
-                fix(entry.path, file_bits)
-            elif entry.is_dir() and recursive:
-                make_readable(entry.path, recursive=True)
+    them (`modeling_loading.make_readable`: safetensors and `tempfile` write private 0600 files); `recursive`
+    descends into sub-directories. Symbolic links are left alone."""
+    readable(directory)
+    if recursive:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    make_readable(entry.path, recursive=True)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same folder: readers see the old or the new file."""
+    """Writes `text` to `path` through a temporary file in the same folder: readers see the old or the new file. A
+    failed write (a full disk, a read-only folder, Ctrl-C) removes the temporary file and raises: the old file stays,
+    and the caller hears of it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -164,6 +151,7 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 __all__ = ["AudioSource", "PathLike", "AudioLoadError", "describe_source", "source_path", "soundfile_detail",

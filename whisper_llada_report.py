@@ -153,6 +153,8 @@ def row_summaries(results: list[dict], split_names: list[str]) -> list[dict]:
         row["wer"][result["split"]] = result["wer"]
         if result.get("partial"):
             row["partial"][result["split"]] = (result["num_utterances"], result.get("planned_utterances"))
+        elif (result.get("split_utterances") or 0) > (result.get("planned_utterances") or 0):
+            row.setdefault("subset", {})[result["split"]] = (result["num_utterances"], result["split_utterances"])
         if result.get("rtfx") is not None:
             row["audio"] += result["audio_seconds"]
             row["processing"] += result["processing_seconds"]
@@ -167,6 +169,7 @@ def row_summaries(results: list[dict], split_names: list[str]) -> list[dict]:
             "avg_rtfx": row["audio"] / row["processing"] if row["processing"] > 0 else None,
             "settings": row["settings"],
             "partial": row["partial"],
+            "subset": row.get("subset", {}),
         })
     return summaries
 
@@ -193,8 +196,9 @@ def markdown_table(report: dict) -> str:
         steps = " / ".join("–" if s.get(k) is None else str(s[k]) for k in ("steps", "gen_length", "block_length"))
         cells = [row["model"], row["decoding"], steps]
         for name in split_names:
-            done = row["partial"].get(name)
-            cells.append(_cell(row["wer"][name], 2) + (f" (partial: {done[0]} of {done[1]})" if done else ""))
+            done, some = row["partial"].get(name), row["subset"].get(name)
+            cells.append(_cell(row["wer"][name], 2) + (f" (partial: {done[0]} of {done[1]})" if done else "")
+                         + (f" ({some[0]} of {some[1]} utt.)" if some else ""))
         mark = " (partial)" if row["partial"] else ""
         cells += [_cell(row["avg_wer"], 2) + mark, _cell(row["avg_rtfx"], 1) + mark]
         lines.append("| " + " | ".join(cells) + " |")
@@ -215,6 +219,10 @@ def _table_notes(report: dict, partial: bool) -> str:
            if any(r.get("preset") == AR_PRESET for r in report["results"]) else "")
         + (" partial: the run stopped while decoding that split; its numbers cover the utterances decoded so far "
            "(rerun the same command to finish it)." if partial else "")
+        + (" (n of N utt.): that row decoded n utterances spread over the split (--limit), not comparable with the "
+           "others' WER; `--limit all` decodes every row on everything." if any(
+               (r.get("split_utterances") or 0) > (r.get("planned_utterances") or 0) for r in report["results"])
+           else "")
         + (f" {skipped} unreadable or unusable utterance(s) were skipped (results.json: skipped)." if skipped else "")
         + (f" {sum(long.values())} utterance(s) over 30 s {how.get(report['long_audio'], '')}." if any(long.values())
            else "")

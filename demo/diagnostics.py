@@ -152,39 +152,46 @@ def speech_ctc(model_dir: str, manifest: str, limit: int | None, batch_size: int
 
 @torch.no_grad()
 def anchored_sweep(model_dir: str, manifest: str, thresholds: list[float], slacks: list[int], steps: list[int],
-                   batch_size: int = 8) -> list[dict]:
-    """WER of decoding D per (anchor_threshold, anchor_slack, steps) on `manifest`, and of the CTC head alone; the
-    mean number of decoder forwards per utterance (D's history: one state per sampler step)."""
+                   batch_size: int = 8, settings: list[str] | None = None, dtype: str = "float32") -> list[dict]:
+    """WER of decoding D per (anchor_threshold, anchor_slack, steps), or per decoding string in `settings` (e.g.
+    "D,anchor_threshold=0.7,ctc_fusion=0.5"), on `manifest`, and of the CTC head alone; the mean number of decoder
+    forwards per utterance (D's history: one state per sampler step). The encoder runs once per batch."""
     import itertools
 
+    import torch
+
+    from build_whisper_llada import DTYPES
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
     from processing_whisper_llada import WhisperLladaProcessor
     from text_normalization import wer_percent
 
-    model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir).eval()
+    model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir, dtype=DTYPES[dtype]).eval()
     processor = WhisperLladaProcessor.from_pretrained(model_dir)
     records = wld.read_manifest(manifest)
     rate = processor.feature_extractor.sampling_rate
-    grid = list(itertools.product(thresholds, slacks, steps))
-    texts: dict[tuple, list[str]] = {setting: [] for setting in grid}
-    forwards: dict[tuple, int] = dict.fromkeys(grid, 0)
+    grid = settings or [f"D,anchor_threshold={t},anchor_slack={s},steps={n}"
+                        for t, s, n in itertools.product(thresholds, slacks, steps)]
+    configs = {spec: model.resolve_decoding(spec) for spec in grid}
+    texts: dict[str, list[str]] = {spec: [] for spec in grid}
+    forwards: dict[str, int] = dict.fromkeys(grid, 0)
     ctc_texts: list[str] = []
     for first in range(0, len(records), batch_size):
         part = records[first : first + batch_size]
         features = processor(audio=[load_audio(r["audio"], rate) for r in part], sampling_rate=rate)
-        tokens, _ = model.ctc_hypotheses(*model.project_speech(features["input_features"], features["attention_mask"]))
-        ctc_texts.extend(processor.tokenizer.decode(ids, skip_special_tokens=True) for ids in tokens)
-        for setting in grid:
-            threshold, slack, n = setting
-            out = model.generate(**features, decoding="D", anchor_threshold=threshold, anchor_slack=slack, steps=n,
-                                 return_dict_in_generate=True, output_history=True)
-            texts[setting].extend(processor.batch_decode(out.sequences))
-            forwards[setting] += (out.history.shape[1] - 1) * len(part)
+        with torch.no_grad():
+            frames = model.encoder(features["input_features"].to(model.encoder.dtype)).last_hidden_state
+        inputs = {"encoder_outputs": frames, "attention_mask": features["attention_mask"]}
+        ctc = model.generate(**inputs, decoding="CTC")
+        ctc_texts.extend(processor.batch_decode(ctc))
+        for spec, config in configs.items():
+            out = model.generate(**inputs, generation_config=config, return_dict_in_generate=True, output_history=True)
+            texts[spec].extend(processor.batch_decode(out.sequences))
+            forwards[spec] += (out.history.shape[1] - 1) * len(part)
     references = [r["text"] for r in records]
     rows = [{"decoding": "CTC head alone (greedy)", "wer": wer_percent(references, ctc_texts), "forwards": 0.0}]
-    for (threshold, slack, n), hypotheses in texts.items():
-        rows.append({"decoding": "D", "anchor_threshold": threshold, "anchor_slack": slack, "steps": n,
-                     "wer": wer_percent(references, hypotheses), "forwards": forwards[(threshold, slack, n)] / len(records)})
+    for spec, hypotheses in texts.items():
+        rows.append({**configs[spec].settings(), "decoding": spec, "wer": wer_percent(references, hypotheses),
+                     "forwards": forwards[spec] / len(records)})
     return rows
 
 
@@ -326,6 +333,9 @@ def main(argv=None) -> int:
     sweep.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     sweep.add_argument("--slacks", type=int, nargs="+", default=[0, 2, 4])
     sweep.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4])
+    sweep.add_argument("--settings", nargs="+", default=None,
+                       help='decoding strings instead of the grid, e.g. "D,anchor_threshold=0.7,ctc_fusion=0.5"')
+    sweep.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     coverage = commands.add_parser("word-coverage")
     coverage.add_argument("--train", nargs="+", required=True, help="the training manifests (their transcripts)")
     coverage.add_argument("--hypotheses", nargs="+", required=True, help="eval_hf.py hypotheses_*.jsonl files")
@@ -337,7 +347,8 @@ def main(argv=None) -> int:
             result = word_coverage(train_texts, [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
             print(json.dumps({"hypotheses": path, **result}))
     elif args.command == "anchored-sweep":
-        for row in anchored_sweep(args.model, args.data, args.thresholds, args.slacks, args.steps):
+        for row in anchored_sweep(args.model, args.data, args.thresholds, args.slacks, args.steps,
+                                  settings=args.settings, dtype=args.dtype):
             print(json.dumps(row))
     elif args.command == "speech-ctc":
         for manifest in args.data:

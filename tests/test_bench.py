@@ -53,12 +53,18 @@ def test_gpu_rows_merge_across_runs_with_the_same_setup(tmp_path):
 @needs_shared(WHISPER_TINY)
 def test_cpu_benchmark_writes_its_section_with_the_dtype_of_both_models(tiny_checkpoint, manifest, tmp_path,
                                                                        monkeypatch):
-    """`bench_hf.py cpu` (here a tiny random model, row A only, bfloat16) replaces only its own BENCHMARKS.md section."""
+    """`bench_hf.py cpu` (here a tiny random model, row A only, bfloat16) writes outputs/bench_cpu.md and leaves
+    BENCHMARKS.md alone; with --update_benchmarks it replaces only its own BENCHMARKS.md section."""
     target = tmp_path / "BENCHMARKS.md"
-    target.write_text("# Benchmarks\n\n<!-- bench:cpu -->\nSTALE ROWS\n<!-- /bench:cpu -->\n\nkept\n")
+    stale = "# Benchmarks\n\n<!-- bench:cpu -->\nSTALE ROWS\n<!-- /bench:cpu -->\n\nkept\n"
+    target.write_text(stale)
     monkeypatch.setattr(bench_hf, "BENCHMARKS", target)
-    bench_hf.main(["cpu", "--model", str(tiny_checkpoint), "--data", str(manifest), "--whisper", str(WHISPER_TINY),
-                   "--variants", "A", "--dtype", "bfloat16", "--threads", "1"])
+    monkeypatch.chdir(tmp_path)
+    command = ["cpu", "--model", str(tiny_checkpoint), "--data", str(manifest), "--whisper", str(WHISPER_TINY),
+               "--variants", "A", "--dtype", "bfloat16", "--threads", "1"]
+    bench_hf.main(command)
+    assert target.read_text() == stale and "demo whisper-llada A" in (tmp_path / "outputs" / "bench_cpu.md").read_text()
+    bench_hf.main(["--update_benchmarks", *command])
     text = target.read_text()
     assert "STALE ROWS" not in text and text.endswith("kept\n") and "bfloat16 (both models)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "WER" not in line]

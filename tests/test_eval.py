@@ -58,15 +58,17 @@ def test_decodings_resolved_per_model_with_the_global_approximations():
         resolve_decodings(loaded, DecodingRequest(["B", "B,kv_cache=dual"], kv_cache="dual"))
 
 
-def test_decoding_d_needs_a_ctc_head():
-    """D applies to masked-diffusion models with a CTC head: skipped silently among the defaults, an error when
-    asked for by name."""
-    with pytest.raises(EvalError, match=r"decoding D: .*has none \(config\.ctc_blank_id is None\)"):
-        resolve_decodings(_llada(), DecodingRequest(["A", "D"]))
+def test_decodings_d_and_ctc_need_a_ctc_head():
+    """D and CTC apply to masked-diffusion models with a CTC head: skipped silently among the defaults, an error when
+    asked for by name; every default table of a model with one has the CTC row next to D."""
+    for name in ("D", "CTC"):
+        with pytest.raises(EvalError, match=rf"decoding {name}: .*has none \(config\.ctc_blank_id is None\)"):
+            resolve_decodings(_llada(), DecodingRequest(["A", name]))
     defaults = DecodingRequest(eval_hf.DEFAULT_DECODINGS, defaults=True)
     assert [c.name for _, c in resolve_decodings(_llada(), defaults)] == ["A", "B", "C"]
     with_ctc = [c for _, c in resolve_decodings(_llada(ctc_blank_id=59), defaults)]
-    assert [c.name for c in with_ctc] == ["A", "B", "C", "D"] and with_ctc[-1].anchored
+    assert [c.name for c in with_ctc] == ["CTC", "A", "B", "C", "D"] and with_ctc[-1].anchored
+    assert with_ctc[0].ctc_reading
 
 
 def test_command_line_decodings():
@@ -217,10 +219,11 @@ def tiny_ctc_checkpoint(tmp_path_factory):
 
 
 @needs_shared(WHISPER_TINY)
-def test_default_decodings_include_d_only_with_a_ctc_head(tiny_checkpoint, tiny_ctc_checkpoint, manifest, tmp_path):
+def test_default_decodings_include_ctc_and_d_only_with_a_ctc_head(tiny_checkpoint, tiny_ctc_checkpoint, manifest,
+                                                                    tmp_path):
     run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "ctc", "--max_utterances", "1")
     rows = json.loads((tmp_path / "ctc" / "results.json").read_text())["results"]
-    assert [r["decoding"] for r in rows] == ["A", "B", "C", "D"]
+    assert [r["decoding"] for r in rows] == ["CTC", "A", "B", "C", "D"]
     d = rows[-1]
     assert (d["preset"], d["steps"], d["anchor_threshold"], d["anchor_slack"]) == ("D", 1, 0.3, 0)
     assert d["num_utterances"] == 1 and d["wer"] >= 0 and d["run_signature"]["decoding"]["anchor_slack"] == 0
@@ -229,6 +232,20 @@ def test_default_decodings_include_d_only_with_a_ctc_head(tiny_checkpoint, tiny_
     run_eval(tiny_checkpoint, manifest, tmp_path / "plain", "--max_utterances", "1")
     rows = json.loads((tmp_path / "plain" / "results.json").read_text())["results"]
     assert [r["decoding"] for r in rows] == ["A", "B", "C"]
+
+
+@needs_shared(WHISPER_TINY)
+def test_limit_decodes_a_spread_subset_and_the_table_says_so(tiny_ctc_checkpoint, manifest, tmp_path):
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "A", "C", "--limit", "C=1")
+    rows = {r["decoding"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    assert (rows["A"]["num_utterances"], rows["C"]["num_utterances"], rows["C"]["split_utterances"]) == (3, 1, 3)
+    assert not rows["C"]["partial"] and (tmp_path / "hypotheses_C_three_clips-1of3.jsonl").is_file()
+    table = (tmp_path / "results.md").read_text()
+    assert "(1 of 3 utt.)" in table and "--limit" in table
+    assert eval_hf.parse_args([]).request.decodings.limits == eval_hf.DEMO_LIMITS  # the no-argument demo run
+    assert eval_hf.parse_args(["--limit", "all"]).request.decodings.limits == {}
+    with pytest.raises(SystemExit):
+        eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--limit", "Q=2"])
 
 
 @needs_shared(WHISPER_TINY)
@@ -294,12 +311,14 @@ def test_demo_audio_bundle():
 
 
 def test_no_argument_defaults():
-    """`python eval_hf.py` with no arguments means: the bundled model and clips, A B C D AR (D only for models with a
-    CTC head, AR only for causal ones), into outputs/demo_eval, long audio transcribed long-form, bad files skipped."""
+    """`python eval_hf.py` with no arguments means: the bundled model and clips, CTC A B C D AR (CTC and D only for
+    models with a CTC head, AR only for causal ones), C on 3 clips spread over the 15, into outputs/demo_eval, long
+    audio transcribed long-form, bad files skipped."""
     args = eval_hf.parse_args([])
     request, options = args.request, args.options
     assert request.models == [str(eval_hf.DEMO_MODEL)] and request.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
-    assert request.decodings.specs == ["A", "B", "C", "D", "AR"] and request.decodings.defaults
+    assert request.decodings.specs == ["CTC", "A", "B", "C", "D", "AR"] and request.decodings.defaults
+    assert request.decodings.limits == {"C": 3}
     assert args.output_dir == str(eval_hf.DEMO_OUTPUT)
     assert (options.long_audio, options.on_bad_data, options.overwrite, options.batch_size) == ("chunk", "skip",
                                                                                                  False, 8)

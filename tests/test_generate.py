@@ -339,49 +339,57 @@ def test_anchored_decoding_settings_are_validated():
     assert model.resolve_decoding("D").settings()["anchor_slack"] == 0  # the preset's default
 
 
-def test_anchored_training_answer_keeps_ctc_errors_masks_uncertain_and_missed_tokens():
-    """The editor's training input (Mask-CTC / Align-Refine style): in the answer's frame, each transcript token is
-    replaced by the CTC token aligned to it (a match or a substitution) when that one is confident, by [MASK] when it
-    is not or when the CTC missed the token; the CTC's extra tokens are left out; EOS padding stays."""
-    from generation_llada import align, anchored_labels
+def test_editor_example_is_d_s_start_with_the_aligned_transcript_as_target():
+    """D's editing task as training sees it, in the reading's frame (Mask-CTC style): the input is the CTC reading with
+    its uncertain tokens masked and EOS after it; each reading slot's target is the transcript token aligned to it, the
+    delete filler where the CTC wrote a token in excess; a transcript token the CTC missed has no slot."""
+    from generation_llada import align, editor_example
 
     assert align([1, 9, 3, 4], [1, 2, 3, 4]) == [0, 1, 2, 3]  # a substitution
     assert align([1, 3, 4], [1, 2, 3, 4]) == [0, None, 1, 2]  # a deletion
     assert align([1, 2, 7, 3], [1, 2, 3]) == [0, 1, 3]  # an insertion has no place
     assert align([5, 6], [6, 5]) in ([1, None], [None, 0])  # equal tokens paired rather than two substitutions
-    labels = torch.tensor([10, 11, 12, 13, 14, EOS_ID, EOS_ID])
-    out = anchored_labels(labels, [10, 21, 12, 14], [0.9, 0.8, 0.3, 0.9], 0.5, MASK_ID, EOS_ID)
-    # 10 kept; 11 -> the confident wrong 21 kept; 12 read but unsure -> [MASK]; 13 missed -> [MASK]; 14 kept
-    assert out.tolist() == [10, 21, MASK_ID, MASK_ID, 14, EOS_ID, EOS_ID]
-    with_ignored = anchored_labels(torch.tensor([10, EOS_ID, -100]), [10], [0.9], 0.5, MASK_ID, EOS_ID)
-    assert with_ignored.tolist() == [10, EOS_ID, 0]
+    labels = torch.tensor([10, 11, 12, 13, 14, EOS_ID, EOS_ID, EOS_ID])
+    # reading: 10 right, 21 for 11 (confident), 12 unsure, 30 inserted (unsure), 13 and 14 right
+    inputs, targets = editor_example(labels, [10, 21, 12, 30, 13, 14], [0.9, 0.8, 0.3, 0.2, 0.9, 0.9], 0.5, MASK_ID,
+                                     EOS_ID, 59)
+    assert inputs.tolist() == [10, 21, MASK_ID, MASK_ID, 13, 14, EOS_ID, EOS_ID]
+    assert targets.tolist() == [10, 11, 12, 59, 13, 14, EOS_ID, EOS_ID]
+    # 12 missed by the CTC: no slot for it
+    _, targets = editor_example(labels, [10, 11, 13, 14], [0.9] * 4, 0.5, MASK_ID, EOS_ID, 59)
+    assert targets.tolist() == [10, 11, 13, 14, EOS_ID, EOS_ID, EOS_ID, EOS_ID]
+    cut_inputs, _ = editor_example(torch.tensor([10, EOS_ID, -100]), [10, 11, 12, 13], [0.9] * 4, 0.5, MASK_ID,
+                                   EOS_ID, 59)
+    assert cut_inputs.tolist() == [10, 11, EOS_ID]  # a reading longer than the answer is cut, EOS kept
 
 
-def test_anchored_training_loss_is_the_mean_cross_entropy_at_the_masks():
-    """training.anchor_prob = 1: every row's input is its anchored answer; the loss is the mean cross-entropy of the
-    true tokens at the anchored answer's [MASK] positions (rows averaged); the CTC head is read, not trained by it."""
+def test_editor_training_loss_is_the_mean_cross_entropy_of_the_targets_at_the_masks():
+    """training.anchor_prob = 1: every row's input is its editor example; the loss is the mean cross-entropy of the
+    targets at the input's [MASK] positions (rows averaged); the CTC head is read, not trained by it."""
     import torch.nn.functional as F
 
-    from generation_llada import anchored_labels
+    from generation_llada import editor_example
 
     model = tiny_whisper_llada(ctc_blank_id=59, training={"anchor_prob": 1.0, "anchor_threshold": 0.5}).train()
     feats = torch.randn(2, 80, 3000)
     mask = torch.zeros(2, 3000, dtype=torch.long)
     mask[0, :300], mask[1, :500] = 1, 1
-    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID], [8, 9, EOS_ID, EOS_ID, EOS_ID]])
+    labels = torch.tensor([[5, 6, 7, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID],
+                           [8, 9, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID]])
     torch.manual_seed(3)
     loss = model(input_features=feats, attention_mask=mask, labels=labels).loss
     model.eval()  # no SpecAugment (none is set) and the same speech states
     states, lengths = model.project_speech(feats, mask)
     tokens, confidences = model.ctc_hypotheses(states, lengths)
-    inputs = torch.stack([anchored_labels(labels[r], tokens[r], confidences[r], 0.5, MASK_ID, EOS_ID)
-                          for r in range(2)])
+    examples = [editor_example(labels[r], tokens[r], confidences[r], 0.5, MASK_ID, EOS_ID, 59) for r in range(2)]
+    inputs, targets = torch.stack([e[0] for e in examples]), torch.stack([e[1] for e in examples])
     prefix, prefix_mask = model.build_prefix(model.speech_embeddings_from(states), lengths)
     embeds = torch.cat((prefix, model.decoder.get_input_embeddings()(inputs)), 1)
     logits = model.decoder(inputs_embeds=embeds, attention_mask=torch.cat((prefix_mask, torch.ones_like(labels)), 1),
                            logits_positions=slice(prefix.shape[1], None)).logits
     masked = inputs == MASK_ID
-    expected = sum(F.cross_entropy(logits[r][masked[r]], labels[r][masked[r]]) for r in range(2) if masked[r].any()) / 2
+    assert masked.any()
+    expected = sum(F.cross_entropy(logits[r][masked[r]], targets[r][masked[r]]) for r in range(2) if masked[r].any()) / 2
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
 
 

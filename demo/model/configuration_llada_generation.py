@@ -16,16 +16,20 @@ from transformers import GenerationConfig
 
 # The decoding presets. A, B and C are the reference results' configurations: A = one step, B = 8 steps of iterative
 # refinement, C = 8 steps per block x 16 semi-autoregressive blocks (LLaDA counts steps over all blocks: 128 in all).
-# D starts from the CTC hypothesis instead of all-[MASK] (hypothesis-anchored decoding): its uncertain tokens and a few
-# extra slots are masked, and `steps` steps of LLaDA's remasking fill only those.
+# D starts from the CTC hypothesis instead of all-[MASK] (hypothesis-anchored decoding): its uncertain tokens are
+# masked, and `steps` steps of LLaDA's remasking fill only those, optionally with the CTC's scores fused in
+# (`ctc_fusion`) or its candidates only (`ctc_top_k`). CTC is the CTC head's greedy reading alone (no decoder
+# forward): the row every table shows next to D, so that what the decoder adds is visible.
 DECODING_PRESETS: dict[str, dict[str, Any]] = {
     "A": {"steps": 1, "num_blocks": 1},
     "B": {"steps": 8, "num_blocks": 1},
     "C": {"steps": 8 * 16, "num_blocks": 16},
-    # D's settings were chosen on the demo's validation utterances (demo/diagnostics.py anchored-sweep, 2026-12-03):
-    # re-masking more of the CTC reading, or adding slots after it, cost WER there; `decoding="D", steps=...` overrides
-    "D": {"steps": 1, "num_blocks": 1, "anchored": True, "anchor_threshold": 0.3, "anchor_slack": 0},
+    # D's other settings (anchor_threshold, anchor_slack, ctc_fusion, ctc_top_k) are the model's own: its
+    # generation_config.json holds those chosen on validation; a model whose default decoding is D keeps its steps too
+    "D": {"steps": 1, "num_blocks": 1, "anchored": True},
+    "CTC": {"steps": 1, "num_blocks": 1, "ctc_reading": True},
 }
+MODE_FLAGS = ("anchored", "ctc_reading")  # what a preset sets besides its settings: how the answer starts
 
 # The settings `generate()` takes, with the parsers used for "key=value" strings.
 _BOOL = lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")  # noqa: E731
@@ -40,9 +44,12 @@ LLADA_SETTINGS: dict[str, Any] = {
     "early_stop": _BOOL,
     "anchor_threshold": float,
     "anchor_slack": int,
+    "ctc_fusion": float,
+    "ctc_top_k": int,
+    "tokens_per_second": float,
 }
 APPROXIMATE_SETTINGS = ("threshold", "kv_cache", "early_stop")
-ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack")
+ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack", "ctc_fusion", "ctc_top_k")
 
 
 class LladaGenerationConfig(GenerationConfig):
@@ -61,7 +68,15 @@ class LladaGenerationConfig(GenerationConfig):
         anchored: start from the CTC hypothesis (preset D) instead of all-[MASK].
         anchor_threshold: D: hypothesis tokens whose CTC confidence is below this are masked.
         anchor_slack: D: [MASK] slots after the hypothesis, for tokens the CTC missed at the end.
-        decoding: the preset this config was resolved from (A, B, C, D), or None; part of its `name`.
+        ctc_fusion: D: weight w of the CTC's log-posterior at a masked slot that holds a CTC token:
+            (1 - w) * decoder + w * CTC log-probabilities over the CTC's classes (0 = the decoder alone; 1 = the CTC
+            reading back, exactly).
+        ctc_top_k: D: a masked slot holding a CTC token may only take one of the CTC's k best classes there.
+        ctc_reading: the CTC head's greedy reading, without the decoder (preset CTC).
+        tokens_per_second: the answer length follows the audio: a window of s seconds gets at least
+            ceil(s * tokens_per_second) + 1 positions (gen_length grows when that is more; never shrinks). None: the
+            fixed gen_length. D's answer length always follows its CTC reading.
+        decoding: the preset this config was resolved from (A, B, C, D, CTC), or None; part of its `name`.
         mask_token_id / eos_token_id / pad_token_id: the decoder's special ids.
     """
 
@@ -76,8 +91,12 @@ class LladaGenerationConfig(GenerationConfig):
         kv_cache: str | None = None,
         early_stop: bool = False,
         anchored: bool = False,
-        anchor_threshold: float = DECODING_PRESETS["D"]["anchor_threshold"],
-        anchor_slack: int = DECODING_PRESETS["D"]["anchor_slack"],
+        anchor_threshold: float = 0.3,
+        anchor_slack: int = 0,
+        ctc_fusion: float = 0.0,
+        ctc_top_k: int | None = None,
+        ctc_reading: bool = False,
+        tokens_per_second: float | None = None,
         decoding: str | None = None,
         mask_token_id: int | None = None,
         **kwargs: Any,
@@ -98,6 +117,10 @@ class LladaGenerationConfig(GenerationConfig):
         self.anchored = anchored
         self.anchor_threshold = anchor_threshold
         self.anchor_slack = anchor_slack
+        self.ctc_fusion = ctc_fusion
+        self.ctc_top_k = ctc_top_k
+        self.ctc_reading = ctc_reading
+        self.tokens_per_second = tokens_per_second
         self.decoding = decoding
         self.explicit = list(explicit)  # the settings a caller set on top of the preset (for `name`)
         self.mask_token_id = mask_token_id
@@ -127,7 +150,7 @@ class LladaGenerationConfig(GenerationConfig):
             return config
         values = config.to_diff_dict()
         ignored = {"transformers_version", "_from_model_config", "num_beams", "do_sample", "eos_token_id",
-                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "anchored", "explicit"}
+                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "explicit", *MODE_FLAGS}
         unknown = sorted(set(values) - set(LLADA_SETTINGS) - ignored)
         if unknown or values.get("num_beams", 1) not in (None, 1):
             bad = unknown or ["num_beams"]
@@ -138,7 +161,8 @@ class LladaGenerationConfig(GenerationConfig):
             )
         merged = copy.deepcopy(defaults)
         merged.update(**{k: v for k, v in values.items() if k in LLADA_SETTINGS or k in ("mask_token_id",
-                                                                                        "eos_token_id", "pad_token_id")})
+                                                                                        "eos_token_id", "pad_token_id",
+                                                                                        "decoding", *MODE_FLAGS)})
         merged.check()
         return merged
 
@@ -160,13 +184,16 @@ class LladaGenerationConfig(GenerationConfig):
             raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")
         config = copy.deepcopy(self)
         num_blocks = max(1, config.gen_length // (config.block_length or config.gen_length))
+        if decoding is not None and decoding == self.decoding and not self.explicit:
+            decoding = None  # the preset this config already is (e.g. a model's own D): its settings are kept
         if decoding is not None:
             if decoding not in DECODING_PRESETS:
                 raise ValueError(f"decoding must be one of {sorted(DECODING_PRESETS)}, got {decoding!r}.")
             preset = DECODING_PRESETS[decoding]
             num_blocks = preset["num_blocks"]
             config.update(**{k: v for k, v in preset.items() if k != "num_blocks"})
-            config.anchored = preset.get("anchored", False)
+            for flag in MODE_FLAGS:
+                setattr(config, flag, preset.get(flag, False))
             config.decoding, config.explicit = decoding, []
         for name, value in settings.items():
             if value is not None:
@@ -209,14 +236,22 @@ class LladaGenerationConfig(GenerationConfig):
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold!r}.")
         if not isinstance(self.early_stop, bool):
             raise ValueError(f"early_stop must be True or False, got {self.early_stop!r}.")
-        if self.anchored:
-            if not 0.0 <= _check_finite("anchor_threshold", self.anchor_threshold) <= 1.0:
-                raise ValueError(f"anchor_threshold must be in [0, 1], got {self.anchor_threshold!r}.")
-            if isinstance(self.anchor_slack, bool) or not isinstance(self.anchor_slack, int) or self.anchor_slack < 0:
-                raise ValueError(f"anchor_slack must be an integer >= 0, got {self.anchor_slack!r}.")
-        elif any(name in self.explicit for name in ANCHOR_SETTINGS):
+        if not 0.0 <= _check_finite("anchor_threshold", self.anchor_threshold) <= 1.0:
+            raise ValueError(f"anchor_threshold must be in [0, 1], got {self.anchor_threshold!r}.")
+        if isinstance(self.anchor_slack, bool) or not isinstance(self.anchor_slack, int) or self.anchor_slack < 0:
+            raise ValueError(f"anchor_slack must be an integer >= 0, got {self.anchor_slack!r}.")
+        if not 0.0 <= _check_finite("ctc_fusion", self.ctc_fusion) <= 1.0:
+            raise ValueError(f"ctc_fusion must be in [0, 1], got {self.ctc_fusion!r}.")
+        if self.ctc_top_k is not None and (isinstance(self.ctc_top_k, bool) or not isinstance(self.ctc_top_k, int)
+                                           or self.ctc_top_k < 1):
+            raise ValueError(f"ctc_top_k must be None or an integer >= 1, got {self.ctc_top_k!r}.")
+        if self.tokens_per_second is not None and not _check_finite("tokens_per_second", self.tokens_per_second) > 0:
+            raise ValueError(f"tokens_per_second must be None or > 0, got {self.tokens_per_second!r}.")
+        if not self.anchored and any(name in self.explicit for name in ANCHOR_SETTINGS):
             raise ValueError(f"{[n for n in ANCHOR_SETTINGS if n in self.explicit]} apply to anchored decoding only: "
                              'use decoding="D".')
+        if self.anchored and self.ctc_reading:
+            raise ValueError("a decoding is either anchored (D) or the CTC reading alone (CTC), not both.")
         if self.mask_token_id is None or self.eos_token_id is None:
             raise ValueError("The generation config needs mask_token_id and eos_token_id (the decoder's special ids).")
 
@@ -276,6 +311,7 @@ class LladaGenerationConfig(GenerationConfig):
                 "block_length": self.block_length, "num_blocks": self.num_blocks, "num_beams": 1,
                 "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
                 "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
+                "tokens_per_second": self.tokens_per_second,
                 **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {})}
 
 

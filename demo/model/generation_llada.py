@@ -8,8 +8,10 @@ the order of LLaDA's reference `generate.py`:
     for each block, for each of its steps:               (semi-autoregressive blocks; steps counted over all blocks)
         logits of the block's positions                  (`_block_logits`; the Fast-dLLM cache lives there)
         x0, confidence = argmax and its probability      (`_predict`; Gumbel noise when temperature > 0)
+        [D: the CTC's scores fused in at masked slots]    (`SlotPrior.fuse`)
         commit the most confident masked positions       (`_select`; as many as the schedule gives this step)
         [early stop: fill after EOS, retire finished rows]  (`_Rows.fill_after_eos`, `_Rows.retire_finished`)
+        [streamer: the answer after every step]          (`streamer.put_draft`)
 
 At temperature 0 with the exact settings A, B and C give the tokens of LLaDA's reference sampler (tested against an
 independent implementation of it). `threshold`, `kv_cache` and `early_stop` are opt-in approximations.
@@ -64,6 +66,43 @@ def anchored_answer(tokens: list[list[int]], confidences: list[list[float]], con
         slots = min(config.anchor_slack, config.gen_length - len(kept))
         rows[row, : len(kept) + slots] = torch.tensor(kept + [config.mask_token_id] * slots, dtype=torch.long)
     return rows
+
+
+@dataclass
+class SlotPrior:
+    """Scores another model gives some answer slots, fused with the decoder's where those slots are masked (D: the CTC
+    head's log-posterior at the frame of each token it read): (1 - weight) * decoder + weight * prior over the prior's
+    classes, only among its `top_k` best classes when set. weight 1 gives the prior's best class back exactly."""
+
+    class_ids: torch.LongTensor  # (K,) token id of each class
+    log_probs: torch.Tensor  # (B, G, K) log-probabilities over the classes, per answer slot
+    present: torch.BoolTensor  # (B, G) the slots the prior scores
+    weight: float = 0.0
+    top_k: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0 or self.top_k is not None
+
+    def rows(self, keep: torch.Tensor) -> "SlotPrior":
+        return SlotPrior(self.class_ids, self.log_probs[keep], self.present[keep], self.weight, self.top_k)
+
+    def fuse(self, logits: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor, start: int, end: int):
+        """The decoder's prediction (b, L) and confidence replaced at the slots the prior scores by the fused ones."""
+        present = self.present[:, start:end]
+        if not bool(present.any()):
+            return predicted, confidence
+        prior = self.log_probs[:, start:end].to(logits.device, torch.float32)  # (b, L, K)
+        decoder = torch.log_softmax(logits.float(), dim=-1)[..., self.class_ids.to(logits.device)]  # (b, L, K)
+        fused = (1.0 - self.weight) * decoder + self.weight * prior
+        if self.top_k is not None:
+            kth = prior.topk(min(self.top_k, prior.shape[-1]), dim=-1).values[..., -1:]
+            fused = fused.masked_fill(prior < kth, -math.inf)
+        best = fused.argmax(-1)
+        fused_confidence = torch.softmax(fused, dim=-1).gather(-1, best[..., None]).squeeze(-1)
+        present = present.to(logits.device)
+        return (torch.where(present, self.class_ids.to(logits.device)[best], predicted),
+                torch.where(present, fused_confidence.to(confidence.dtype), confidence))
 
 
 def align(hypothesis: list[int], reference: list[int]) -> list[int | None]:
@@ -131,18 +170,23 @@ class _Rows:
     tensor here."""
 
     def __init__(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, answer: torch.LongTensor,
-                 config: LladaGenerationConfig):
+                 config: LladaGenerationConfig, prior: SlotPrior | None = None,
+                 answer_lengths: torch.LongTensor | None = None):
         batch, device = prefix.shape[0], prefix.device
         self.prefix = prefix  # (b, P, d), left-padded
         self.answer = answer  # (b, G)
-        full_mask = torch.cat((prefix_mask, torch.ones_like(self.answer)), dim=1)  # (b, P + G)
+        answer_mask = torch.ones_like(self.answer)
+        if answer_lengths is not None:  # each row sees only its own answer length (an anchored start's EOS fill)
+            answer_mask = (torch.arange(answer.shape[1], device=device) < answer_lengths.to(device)[:, None]).long()
+        full_mask = torch.cat((prefix_mask, answer_mask), dim=1)  # (b, P + G)
         self.positions = (full_mask.cumsum(-1) - 1).clamp(min=0)  # real tokens numbered from 0
-        self.key_mask = None if bool(prefix_mask.all()) else full_mask  # no padding: SDPA's fastest path
+        self.key_mask = None if bool(full_mask.all()) else full_mask  # no padding: SDPA's fastest path
         self.index = torch.arange(batch, device=device)  # row of `output` each row goes to
         self.output = self.answer.clone()
         self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per-layer (k, v) of every position
         self.cache_block: int | None = None  # start of the block the cache was filled for
         self.plan = None  # (b, steps) tokens each row commits per step, when the start is not fully masked
+        self.prior = prior if prior is not None and prior.active else None  # D: the CTC's scores, fused in
         if config.anchored:
             masked = (answer == config.mask_token_id).sum(-1).tolist()
             self.plan = torch.tensor([num_transfer_schedule(n, config.steps) for n in masked], device=device)
@@ -167,7 +211,14 @@ class _Rows:
             self.key_mask = None if self.key_mask is None else self.key_mask[keep]
             self.cache = None if self.cache is None else [(k[keep], v[keep]) for k, v in self.cache]
             self.plan = None if self.plan is None else self.plan[keep]
+            self.prior = None if self.prior is None else self.prior.rows(keep)
         return self.index.numel() == 0
+
+    def state(self) -> torch.LongTensor:
+        """(B, G) every row's answer now, finished rows included (on the CPU)."""
+        state = self.output.cpu().clone()
+        state[self.index.cpu()] = self.answer.cpu()
+        return state
 
     def result(self) -> torch.LongTensor:
         self.output[self.index] = self.answer
@@ -184,6 +235,7 @@ class LladaGenerateOutput(ModelOutput):
     sequences: torch.LongTensor | None = None
     history: torch.LongTensor | None = None
     confidences: torch.Tensor | None = None
+    token_timestamps: torch.Tensor | None = None  # (B, G, 2) seconds, with return_timestamps (the speech model)
 
 
 class _History:
@@ -194,8 +246,7 @@ class _History:
         self.confidences = [torch.full(start.shape, math.nan)]
 
     def record(self, rows: _Rows, commit: torch.Tensor, confidence: torch.Tensor, start: int, end: int) -> None:
-        state = self.states[-1].clone()
-        state[rows.index.cpu()] = rows.answer.cpu()
+        state = rows.state()
         committed = torch.full(state.shape, math.nan)
         values = torch.where(commit, confidence.float(), torch.full_like(confidence, math.nan, dtype=torch.float)).cpu()
         committed[rows.index.cpu(), start:end] = values
@@ -240,8 +291,11 @@ class LladaGenerationMixin:
         generator: torch.Generator | None = None,
         input_ids: torch.LongTensor | None = None,  # (B, P) a prompt given as ids instead
         answer_start: torch.LongTensor | None = None,  # (B, gen_length) D's anchored start (`anchored_answer`)
+        answer_prior: SlotPrior | None = None,  # D: the CTC's scores of the answer slots, fused in (`ctc_fusion`)
+        answer_lengths: torch.LongTensor | None = None,  # (B,) D: positions each row sees (the rest is EOS, hidden)
         return_dict_in_generate: bool = False,
         output_history: bool = False,
+        streamer=None,
         decoding: str | None = None,
         **settings: Any,
     ) -> torch.LongTensor | LladaGenerateOutput:
@@ -250,7 +304,10 @@ class LladaGenerationMixin:
 
         `decoding` picks a preset ("A", "B", "C"; "D" needs `answer_start`) or a "B,kv_cache=dual" string; keyword
         settings (`steps`, `gen_length`, `block_length`, `temperature`, `remasking`, `threshold`, `kv_cache`,
-        `early_stop`, ...) override it; anything else raises."""
+        `early_stop`, ...) override it; anything else raises. `streamer` (transformers' diffusion streamer
+        convention, e.g. `TextDiffusionStreamer`) gets `put_draft(value=answer)` with the start and after every
+        scheduled step (steps + 1 drafts, the last one the answer unless rows finish early), then `put(answer)` and
+        `end()`."""
         config = self.resolve_generation_config(generation_config, decoding, **settings)
         prefix = self._prompt_embeddings(inputs_embeds, input_ids)
         mask = attention_mask if attention_mask is not None else torch.ones(prefix.shape[:2], dtype=torch.long)
@@ -260,30 +317,46 @@ class LladaGenerationMixin:
                 f"prompt ({prefix.shape[1]} positions) + gen_length ({config.gen_length}) exceeds the decoder's "
                 f"max_sequence_length ({limit}); use a smaller gen_length."
             )
-        rows = _Rows(prefix, mask.to(prefix.device).long(), self._start(prefix, config, answer_start), config)
+        rows = _Rows(prefix, mask.to(prefix.device).long(), self._start(prefix, config, answer_start), config,
+                     answer_prior, answer_lengths)
         history = _History(rows.answer) if output_history else None
+        if streamer is not None:
+            streamer.put_draft(value=rows.state())
 
         for start, end, step, scheduled in diffusion_schedule(config):
-            n_commit = rows.n_commit(scheduled, step)
-            if config.threshold is None and int(n_commit if isinstance(n_commit, int) else n_commit.max()) == 0:
-                continue  # more steps than tokens in the block: the reference's step commits nothing
-            masked = rows.answer[:, start:end] == config.mask_token_id  # (b, block_length)
-            if config.may_finish_blocks_early and not bool(masked.any()):
-                continue  # this block is already complete
-            logits = self._block_logits(rows, start, end, config)
-            predicted, confidence = self._predict(logits, config, generator)
-            commit = self._select(confidence, masked, n_commit, config.threshold)
-            rows.answer[:, start:end] = torch.where(commit, predicted, rows.answer[:, start:end])
-            if config.early_stop:
-                rows.fill_after_eos(config.eos_token_id)
-            if history is not None:
-                history.record(rows, commit, confidence, start, end)
-            if (config.early_stop or config.anchored) and rows.retire_finished(config.mask_token_id):
+            finished = self._denoise(rows, start, end, rows.n_commit(scheduled, step), config, generator, history)
+            if streamer is not None:
+                streamer.put_draft(value=rows.state())
+            if finished:
                 break
         sequences = rows.result()
+        if streamer is not None:
+            streamer.put(sequences.cpu())
+            streamer.end()
         if not return_dict_in_generate:
             return sequences
         return history.output(sequences) if history is not None else LladaGenerateOutput(sequences=sequences)
+
+    def _denoise(self, rows: _Rows, start: int, end: int, n_commit: int | torch.Tensor, config: LladaGenerationConfig,
+                 generator, history: _History | None) -> bool:
+        """One sampler step on the block [start, end): predict, commit the most confident masked positions. Returns
+        True when every row is finished (early stop or an anchored start: no mask left)."""
+        if config.threshold is None and int(n_commit if isinstance(n_commit, int) else n_commit.max()) == 0:
+            return False  # more steps than tokens in the block: the reference's step commits nothing
+        masked = rows.answer[:, start:end] == config.mask_token_id  # (b, block_length)
+        if config.may_finish_blocks_early and not bool(masked.any()):
+            return False  # this block is already complete
+        logits = self._block_logits(rows, start, end, config)
+        predicted, confidence = self._predict(logits, config, generator)
+        if rows.prior is not None:
+            predicted, confidence = rows.prior.fuse(logits, predicted, confidence, start, end)
+        commit = self._select(confidence, masked, n_commit, config.threshold)
+        rows.answer[:, start:end] = torch.where(commit, predicted, rows.answer[:, start:end])
+        if config.early_stop:
+            rows.fill_after_eos(config.eos_token_id)
+        if history is not None:
+            history.record(rows, commit, confidence, start, end)
+        return bool(config.early_stop or config.anchored) and rows.retire_finished(config.mask_token_id)
 
     def _prompt_embeddings(self, inputs_embeds, input_ids) -> torch.Tensor:
         if (inputs_embeds is None) == (input_ids is None):
@@ -360,5 +433,5 @@ class LladaGenerationMixin:
         return commit
 
 
-__all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "num_transfer_schedule", "argmax_probability",
+__all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "SlotPrior", "num_transfer_schedule", "argmax_probability",
            "anchored_answer", "anchored_labels", "align"]

@@ -36,7 +36,8 @@ TASK = {"type": "automatic-speech-recognition", "name": "Automatic Speech Recogn
 #: What each preset of `model.generate(decoding=...)` does (its settings come from `DECODING_PRESETS`).
 PRESET_MEANINGS = {"A": "1 step", "B": "8 steps of iterative refinement",
                    "C": "8 steps per block x 16 semi-autoregressive blocks",
-                   "D": "the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head)"}
+                   "D": "the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head)",
+                   "CTC": "the CTC head's greedy reading alone, no decoder (needs a CTC head): what D starts from"}
 #: eval_hf.py's names of the LibriSpeech dev/test splits -> (Hub config, Hub split).
 LIBRISPEECH = {"dev-clean": ("clean", "validation"), "dev-other": ("other", "validation"),
                "test-clean": ("clean", "test"), "test-other": ("other", "test")}
@@ -129,7 +130,7 @@ def _results_table(results: dict) -> list[str]:
 
 def model_card_text(config: dict, results: dict | None = None, *, title: str | None = None,
                     description: str | None = None, repo_id: str | None = None, gen_length: int | None = None,
-                    **metadata_kwargs) -> str:
+                    default_decoding: str | None = None, **metadata_kwargs) -> str:
     """The full README.md: YAML front matter (`model_card_metadata(config, results, **metadata_kwargs)`) and a
     markdown body (the model, usage, decoding presets at `gen_length`, results). `repo_id` is the name in the usage
     snippet."""
@@ -158,20 +159,22 @@ def model_card_text(config: dict, results: dict | None = None, *, title: str | N
         f'model = AutoModel.from_pretrained("{repo}", trust_remote_code=True)',
         f'processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)',
         'inputs = processor(audio="speech.flac")  # a path, an array, or {"raw": array, "sampling_rate": sr}',
-        "ids = model.generate(**inputs" + (', decoding="B")' if llada else ")"),
+        "ids = model.generate(**inputs)" + (f"  # the model's default decoding: {default_decoding}"
+                                             if llada and default_decoding else ""),
         "print(processor.batch_decode(ids))", "",
         f'asr = pipeline("automatic-speech-recognition", model="{repo}", trust_remote_code=True)',
-        'print(asr("speech.flac"' + (', generate_kwargs={"decoding": "C"}))' if llada else "))"), "```", ""]
+        'print(asr("speech.flac"))' + ('  # or asr("speech.flac", generate_kwargs={"decoding": "C"})' if llada else ""),
+        "```", ""]
     if llada:
         gen = int(gen_length or 128)
-        presets = [k for k in DECODING_PRESETS if k != "D" or config.get("ctc_blank_id") is not None]
+        presets = [k for k in DECODING_PRESETS if k not in ("D", "CTC") or config.get("ctc_blank_id") is not None]
         body += ["## Decoding presets", "", f"`model.generate(decoding=...)`, gen_length {gen}:", "",
                  "| preset | meaning | steps | block_length |", "|---|---|---:|---:|",
                  *(f"| {k} | {PRESET_MEANINGS[k]} | {DECODING_PRESETS[k]['steps']} | "
                    f"{gen // DECODING_PRESETS[k]['num_blocks']} |" for k in presets), "",
                  "Other `generate` arguments: `steps`, `gen_length`, `block_length`, `temperature`, `remasking`, "
-                 "`anchor_threshold` and `anchor_slack` (D), and the opt-in approximations `kv_cache`, `threshold`, "
-                 "`early_stop`.", ""]
+                 "`tokens_per_second`, `anchor_threshold`, `anchor_slack`, `ctc_fusion` and `ctc_top_k` (D), and the "
+                 "opt-in approximations `kv_cache`, `threshold`, `early_stop`.", ""]
     if results is not None:
         body += ["## Results", "", *_results_table(results), ""]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -210,7 +213,9 @@ def write_model_card(directory, results=None, *, overwrite: bool = False, **kwar
     kwargs.setdefault("model_name", directory.resolve().name)
     generation = directory / "generation_config.json"
     if generation.is_file():
-        kwargs.setdefault("gen_length", json.loads(generation.read_text(encoding="utf-8")).get("gen_length"))
+        saved = json.loads(generation.read_text(encoding="utf-8"))
+        kwargs.setdefault("gen_length", saved.get("gen_length"))
+        kwargs.setdefault("default_decoding", saved.get("decoding"))
     text = model_card_text(config, results, **kwargs)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".README.", suffix=".tmp")
     try:

@@ -7,7 +7,7 @@ Data flow:
           -> WhisperLladaProjector            (B, S, d_model)    k frames stacked, MLP (modeling_projector.py)
           -> [CTC head: the speech read as decoder tokens; token mixtures; D's anchored hypothesis]
           -> chat prompt with the speech spliced in before the user turn's end-of-turn token   (B, P, d_model)
-          -> decoder.prefix_loss (training) / decoder.generate (decoding)
+          -> decoder.prefix_loss (training) / decoder.generate (decoding; generation_whisper_llada.py)
 
 The decoder is a `LladaForMaskedDiffusion` (modeling_llada.py, sampler in generation_llada.py) or, for the AR-LLM
 baseline, a `CausalLMDecoder` (modeling_causal_decoder.py); both offer the same interface, so this model has no
@@ -24,13 +24,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import ModelOutput
 
 try:
     from .configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
-    from .generation_llada import anchored_answer, anchored_labels
+    from .generation_llada import anchored_labels
+    from .generation_whisper_llada import WhisperLladaGenerationMixin
     from .modeling_causal_decoder import CausalLMDecoder
     from .modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
     from .modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
@@ -38,7 +39,8 @@ try:
     from .modeling_projector import WhisperLladaProjector, spec_augment
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
-    from generation_llada import anchored_answer, anchored_labels
+    from generation_llada import anchored_labels
+    from generation_whisper_llada import WhisperLladaGenerationMixin
     from modeling_causal_decoder import CausalLMDecoder
     from modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
     from modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
@@ -71,7 +73,7 @@ class WhisperLladaPreTrainedModel(PreTrainedModel):
             module.reset_lora_parameters()
 
 
-class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
+class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperLladaPreTrainedModel):
     """Whisper encoder (frozen) -> projector (trainable) -> decoder (frozen, optionally with LoRA adapters): the
     decoder's loss in `forward` (LLaDA's masked-diffusion loss, or next-token cross-entropy for a causal decoder, plus
     the auxiliary CTC loss); `generate` builds the speech prefix and hands off to the decoder's `generate`."""
@@ -287,39 +289,6 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
         states, lengths = self.project_speech(input_features, attention_mask, encoder_outputs)
         return self.speech_embeddings_from(states), lengths
 
-    @torch.no_grad()
-    def ctc_hypotheses(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
-        """Greedy CTC reading of the speech: per row, the token ids (argmax per frame, repeats collapsed, blanks
-        dropped) and each token's confidence (the highest posterior among the frames of its run)."""
-        self._require_ctc_head("reading the speech with the CTC head")
-        posterior = torch.softmax(self.speech_token_logits(states).float(), dim=-1)  # (B, S, K)
-        confidence, best = posterior.max(-1)
-        classes = self.ctc_class_ids()
-        blank = self.config.ctc_blank_id
-        tokens, confidences = [], []
-        for row_best, row_conf, n in zip(best.tolist(), confidence.tolist(), lengths.tolist()):
-            ids: list[int] = []
-            conf: list[float] = []
-            previous = None
-            for cls, p in zip(row_best[:n], row_conf[:n]):
-                token = int(classes[cls]) if classes is not None else cls
-                if cls != previous and token != blank:
-                    ids.append(token)
-                    conf.append(p)
-                elif cls == previous and token != blank:
-                    conf[-1] = max(conf[-1], p)
-                previous = cls
-            tokens.append(ids)
-            confidences.append(conf)
-        return tokens, confidences
-
-    def _require_ctc_head(self, purpose: str) -> None:
-        if self.config.ctc_blank_id is None:
-            raise ValueError(
-                f"{purpose} needs a CTC head, and this model has none (config.ctc_blank_id is None). Train one: "
-                "train_hf.py --model_name_or_path THIS_MODEL --ctc_blank_id ID --ctc_weight 0.5 (ID: an unused token "
-                "of the decoder's vocabulary; --ctc_only true --ctc_vocab train is a cheap warm-up of the projector).")
-
     def build_prefix(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         """Splices each sample's valid speech embeddings into the chat prompt; left-pads to a common length.
 
@@ -430,58 +399,6 @@ class WhisperLladaForConditionalGeneration(WhisperLladaPreTrainedModel):
             out[row] = anchored_labels(labels[row], tokens[row], confidences[row], recipe.anchor_threshold,
                                        self.config.mask_token_id, self.config.eos_token_id)
         return out
-
-    # -- generation --------------------------------------------------------------------------------------------------
-
-    def resolve_decoding(self, decoding: str | GenerationConfig | None = None,
-                         generation_config: GenerationConfig | None = None, **settings: Any) -> GenerationConfig:
-        """The typed decoding settings for a preset, a "B,kv_cache=dual" / "AR,num_beams=4" string or a generation
-        config, with keyword settings on top, validated once: what `generate(generation_config=...)` takes and what
-        eval_hf.py / bench_hf.py name and record."""
-        if isinstance(decoding, GenerationConfig):
-            generation_config, decoding = decoding, None
-        base = generation_config if generation_config is not None else self.generation_config
-        return self.decoder.resolve_generation_config(base, decoding, **settings)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_features: torch.Tensor | None = None,  # (B, n_mels, 3000)
-        attention_mask: torch.Tensor | None = None,  # (B, 3000) mel-frame mask, or (B, P) with inputs_embeds
-        inputs_embeds: torch.Tensor | None = None,  # (B, P, d) a prefix built by the caller (no audio)
-        encoder_outputs: torch.Tensor | None = None,  # (B, T, d_enc) precomputed encoder frames
-        generation_config: GenerationConfig | None = None,
-        decoding: str | None = None,
-        generator: torch.Generator | None = None,
-        return_dict_in_generate: bool = False,
-        output_history: bool = False,
-        **settings: Any,
-    ):
-        """Transcribes: builds the speech prefix and hands off to the decoder's `generate`; returns the answer ids.
-
-        `decoding="A"|"B"|"C"|"D"` (or "B,kv_cache=dual") picks a preset of LLaDA's sampler; `steps`, `gen_length`,
-        `block_length`, `temperature`, `remasking`, `threshold`, `kv_cache`, `early_stop`, `anchor_threshold`,
-        `anchor_slack` override it. D starts from the CTC head's hypothesis (`anchored_answer`). A causal decoder
-        takes "AR" settings (`max_new_tokens`, `num_beams`). Everything is resolved once (`resolve_decoding`);
-        unknown arguments raise an error naming them. `return_dict_in_generate=True, output_history=True` returns
-        the sampler's per-step history too (masked-diffusion decoders)."""
-        config = self.resolve_decoding(decoding, generation_config, **settings)
-        self._check_prefix_inputs(input_features, inputs_embeds, encoder_outputs)
-        extra = {k: v for k, v in (("generator", generator), ("return_dict_in_generate", return_dict_in_generate),
-                                   ("output_history", output_history)) if v}
-        if inputs_embeds is not None:
-            prefix, prefix_mask = self.prepare_prefix(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-            if getattr(config, "anchored", False):
-                self._require_ctc_head("decoding D (hypothesis-anchored)")
-                raise ValueError("decoding D starts from the CTC reading of audio: pass input_features, not inputs_embeds.")
-            return self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask, generation_config=config,
-                                         **extra)
-        states, lengths = self.project_speech(input_features, attention_mask, encoder_outputs)
-        prefix, prefix_mask = self.build_prefix(self.speech_embeddings_from(states), lengths)
-        if getattr(config, "anchored", False):
-            self._require_ctc_head("decoding D (hypothesis-anchored)")
-            extra["answer_start"] = anchored_answer(*self.ctc_hypotheses(states, lengths), config)
-        return self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask, generation_config=config, **extra)
 
 
 __all__ = ["WhisperLladaForConditionalGeneration"]

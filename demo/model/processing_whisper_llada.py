@@ -14,8 +14,10 @@ from transformers import BatchFeature, PretrainedConfig, ProcessorMixin
 
 try:
     from .configuration_whisper_llada import DEFAULT_PROMPT
+    from .processing_ctc_units import CTCUnits
 except ImportError:  # imported as a plain top-level module
     from configuration_whisper_llada import DEFAULT_PROMPT
+    from processing_ctc_units import CTCUnits
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,9 @@ class WhisperLladaProcessor(ProcessorMixin):
 
     - `processor(audio=..., sampling_rate=...)` -> `input_features` (B, n_mels, 3000) + `attention_mask` (B, 3000);
       audio over the encoder's 30 s window is rejected, not silently truncated.
-    - `processor(text=[...])` -> `labels`: transcript ids + EOS, padded with EOS (the padding is part of the loss).
+    - `processor(text=[...])` -> `labels`: transcript ids + EOS, padded with EOS (the padding is part of the loss);
+      with `ctc_units` (the ids of a `CTCUnits` set), the transcript is spelled in those units, which are then both
+      the CTC head's classes and what the decoder writes.
     - `prompt_ids()` -> the chat-prompt ids before and after the speech embeddings (LLaDA-Instruct template, the
       speech right before the user turn's <|eot_id|>).
     - `batch_decode(ids)` cuts at EOS/EOT and drops mask/pad ids.
@@ -151,9 +155,35 @@ class WhisperLladaProcessor(ProcessorMixin):
 
     attributes = ["feature_extractor", "tokenizer"]
 
-    def __init__(self, feature_extractor=None, tokenizer=None, prompt: str = DEFAULT_PROMPT, **kwargs):
+    def __init__(self, feature_extractor=None, tokenizer=None, prompt: str = DEFAULT_PROMPT,
+                 ctc_units: list[int] | None = None, **kwargs):
         self.prompt = prompt
+        self.ctc_units = None if ctc_units is None else [int(i) for i in ctc_units]
         super().__init__(feature_extractor, tokenizer, **kwargs)
+
+    @property
+    def units(self) -> CTCUnits | None:
+        """The `CTCUnits` answers are spelled in (`ctc_units`), or None: the tokenizer's own tokens."""
+        if self.ctc_units is None:
+            return None
+        if getattr(self, "_units", None) is None or self._units.ids != sorted(set(self.ctc_units)):
+            self._units = CTCUnits(self.tokenizer, self.ctc_units)
+        return self._units
+
+    def to_dict(self) -> dict:
+        units = self.__dict__.pop("_units", None)  # a cache holding the tokenizer: not part of the saved config
+        try:
+            return super().to_dict()
+        finally:
+            if units is not None:
+                self._units = units
+
+    def encode_text(self, text: str) -> list[int]:
+        """A transcript's answer ids (no EOS): spelled in `ctc_units` when the processor has them."""
+        units = self.units
+        if units is not None:
+            return units.segment(text)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @classmethod
     def _load_tokenizer_from_pretrained(cls, sub_processor_type, pretrained_model_name_or_path, subfolder="", **kwargs):
@@ -245,7 +275,7 @@ class WhisperLladaProcessor(ProcessorMixin):
         for index, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"Transcript {index} is empty or not a string: {t!r}.")
-            ids = self.tokenizer(t.strip(), add_special_tokens=False)["input_ids"] + [eos]
+            ids = self.encode_text(t.strip()) + [eos]
             rows.append(ids[:max_length] if max_length else ids)
         width = max_length or max(len(r) for r in rows)
         return torch.tensor([r + [eos] * (width - len(r)) for r in rows], dtype=torch.long)
