@@ -4,7 +4,7 @@
     model, processor = build_model(spec)                    # projector new; base weights pulled from the ids
     model, processor = continue_training("runs/x/model", lora_r=16)   # a saved model, to train further
 
-Training (train_hf.py), the benchmarks (bench_hf.py), the AR -> diffusion conversion (demo/convert_ar_to_diffusion.py)
+Training (train_hf.py), the benchmarks (bench_hf.py), the AR -> diffusion conversion (tools/convert_ar_to_diffusion.py)
 and the tests build models here and nowhere else. The decoder comes from one of four sources (`DecoderSpec`): an
 official LLaDA checkpoint, a Llama-architecture causal LM converted into LLaDA's layout (`from_causal_lm`), a causal
 LM kept causal (`kind="causal"`, the AR-LLM baseline), or a config for a decoder trained from scratch. The model's

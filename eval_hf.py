@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except EvalError as error:
         raise SystemExit(f"error: {error}") from None
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate launch: rank 0 merged, scored and reports
+        return 0
     if args.plot and plot_wer_rtfx(report, out_dir / "wer_vs_rtfx.png"):
         logger.info("wrote %s", out_dir / "wer_vs_rtfx.png")
     if args.model_card:

@@ -8,7 +8,7 @@ the order of LLaDA's reference `generate.py`:
     for each block, for each of its steps:               (semi-autoregressive blocks; steps counted over all blocks)
         logits of the block's positions                  (`_block_logits`; the Fast-dLLM cache lives there)
         x0, confidence = argmax and its probability      (`_predict`; Gumbel noise when temperature > 0)
-        [D: the CTC's scores fused in at masked slots]    (`SlotPrior.fuse`)
+        [D: no EOS inside the reading; the CTC's scores fused in at masked slots]   (`_Rows.no_eos`, `SlotPrior.fuse`)
         commit the most confident masked positions       (`_select`; as many as the schedule gives this step)
         [early stop: fill after EOS, retire finished rows]  (`_Rows.fill_after_eos`, `_Rows.retire_finished`)
         [streamer: the answer after every step]          (`streamer.put_draft`)
@@ -196,6 +196,8 @@ class _Rows:
         self.cache_block: int | None = None  # start of the block the cache was filled for
         self.plan = None  # (b, steps) tokens each row commits per step, when the start is not fully masked
         self.prior = prior if prior is not None and prior.active else None  # D: the CTC's scores, fused in
+        # D: the slots before the start's EOS tail (its reading) may not become EOS, which would cut the transcript
+        self.no_eos = (answer == config.eos_token_id).cumsum(-1) == 0 if config.anchored else None
         if config.anchored:
             masked = (answer == config.mask_token_id).sum(-1).tolist()
             self.plan = torch.tensor([num_transfer_schedule(n, config.steps) for n in masked], device=device)
@@ -221,6 +223,7 @@ class _Rows:
             self.cache = None if self.cache is None else [(k[keep], v[keep]) for k, v in self.cache]
             self.plan = None if self.plan is None else self.plan[keep]
             self.prior = None if self.prior is None else self.prior.rows(keep)
+            self.no_eos = None if self.no_eos is None else self.no_eos[keep]
         return self.index.numel() == 0
 
     def state(self) -> torch.LongTensor:
@@ -356,6 +359,10 @@ class LladaGenerationMixin:
         if config.may_finish_blocks_early and not bool(masked.any()):
             return False  # this block is already complete
         logits = self._block_logits(rows, start, end, config)
+        if rows.no_eos is not None:  # D: a reading slot is refilled, never ended
+            logits = logits.clone()
+            logits[..., config.eos_token_id] = logits[..., config.eos_token_id].masked_fill(
+                rows.no_eos[:, start:end], -math.inf)
         predicted, confidence = self._predict(logits, config, generator)
         if rows.prior is not None:
             predicted, confidence = rows.prior.fuse(logits, predicted, confidence, start, end)

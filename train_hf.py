@@ -189,6 +189,12 @@ class DataArguments:
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N training records."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Use only the first N eval records."})
     max_label_length: Optional[int] = field(default=None, metadata={"help": "Truncate label ids (incl. EOS) to this."})
+    stream_shuffle_buffer: int = field(
+        default=1000,
+        metadata={"help": "Streamed (hub:) training data: shuffle the shard order and a buffer of this many records "
+                          "with --seed, reshuffled every pass (0: read in file order, which for LibriSpeech is speaker "
+                          "by speaker). Local data is shuffled by the Trainer's sampler."},
+    )
     encoder_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the frozen encoder's outputs per utterance in this directory."}
     )
@@ -339,6 +345,8 @@ def _parse_args(argv: Optional[list[str]] = None):
         raise TrainConfigError(f"--on_bad_data must be 'skip' or 'error', got {data_args.on_bad_data!r}.")
     if data_args.max_seconds > 30:
         raise TrainConfigError("--max_seconds must be <= 30: the Whisper encoder sees at most 30 s.")
+    if data_args.stream_shuffle_buffer < 0:
+        raise TrainConfigError(f"--stream_shuffle_buffer must be >= 0, got {data_args.stream_shuffle_buffer}.")
     if training_args.stop_at_step is not None and training_args.stop_at_step < 1:
         raise TrainConfigError(f"--stop_at_step must be a positive step count, got {training_args.stop_at_step}.")
     if training_args.default_decoding not in (None, "A", "B", "C", "D", "CTC"):
@@ -510,14 +518,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     train_stats: collections.Counter = collections.Counter()
     eval_stats: collections.Counter = collections.Counter()
     filters = dict(max_seconds=data_args.max_seconds, max_chars=data_args.max_chars, on_bad=data_args.on_bad_data)
-    train_dataset = load_filtered(data_args.train_data, train_stats, data_args.max_train_samples, **filters)
+    train_dataset = load_filtered(data_args.train_data, train_stats, data_args.max_train_samples, **filters,
+                                  shuffle_buffer=data_args.stream_shuffle_buffer, seed=training_args.seed)
     eval_dataset = (load_filtered(data_args.eval_data, eval_stats, data_args.max_eval_samples, **filters)
                     if data_args.eval_data else None)
     if hasattr(train_dataset, "__len__"):
         print(f"[data] train: {len(train_dataset)} records", flush=True)
         print_skip_summary("train (loading)", train_stats)
     elif training_args.max_steps <= 0:
-        raise ValueError("Streamed (hub:) training data has no length: set --max_steps.")
+        raise TrainConfigError("Streamed (hub:) training data has no length: set --max_steps.")
+    else:  # each rank reads its own shards of the stream, not rank 0 for all (whisper_llada_training.streamed_dataset)
+        training_args.accelerator_config.dispatch_batches = False
     if model_args.ctc_vocab == "train" and model.config.ctc_token_ids is None:
         model.config.ctc_token_ids = training_token_ids(train_dataset, processor, model.config.ctc_blank_id)
         model.config.validate_architecture()

@@ -26,12 +26,12 @@ paths, durations, decoding) and safe file writes live in ``whisper_llada_io``;
 ``whisper_llada_data_prep`` writes NeMo-style manifests (``write_manifest`` /
 ``create_manifest``) and tokenizers, and runs this module's command line::
 
-    python whisper_llada_data.py create-manifest DIR [DIR ...] --output OUT.jsonl \\
+    python whisper_llada_data_prep.py create-manifest DIR [DIR ...] --output OUT.jsonl \\
         [--include-speakers ID ...] [--exclude-speakers ID ...] [--speakers-out FILE]
 
 builds one from LibriSpeech directories, optionally holding out whole speakers;
 
-    python whisper_llada_data.py train-tokenizer TRAIN.jsonl [...] --vocab-size 1024 -o tokenizer.json
+    python whisper_llada_data_prep.py train-tokenizer TRAIN.jsonl [...] --vocab-size 1024 -o tokenizer.json
 
 trains a small byte-level BPE on their transcripts for a decoder trained from scratch (``train_bpe_tokenizer``).
 
@@ -45,7 +45,6 @@ import collections
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional, TypedDict
@@ -321,22 +320,29 @@ def hf_librispeech(
     The dataset is opened when this function is called (so a wrong name fails
     early); the records are produced lazily. ``duration`` is ``None``.
     """
-    from datasets import Audio, load_dataset  # slow import, only needed here
-
-    dataset = load_dataset(name, config, split=split, streaming=streaming, **load_kwargs)
-    dataset = dataset.cast_column("audio", Audio(decode=False))
+    dataset = hub_dataset(name, config, split, streaming, **load_kwargs)
 
     def records() -> Iterator[Record]:
         for example in dataset:
-            audio = example["audio"]
-            yield {
-                "key": str(example["id"]),
-                "audio": {"bytes": audio.get("bytes"), "path": audio.get("path")},
-                "text": example["text"],
-                "duration": None,
-            }
+            yield hub_record(example)
 
     return records()
+
+
+def hub_dataset(name: str, config: Optional[str], split: str, streaming: bool = True, **load_kwargs: Any):
+    """The Hub dataset itself (a `datasets.IterableDataset` when streamed), its audio left encoded
+    (``Audio(decode=False)``: no torchcodec); ``hub_record`` turns an example into a record."""
+    from datasets import Audio, load_dataset  # slow import, only needed here
+
+    dataset = load_dataset(name, config, split=split, streaming=streaming, **load_kwargs)
+    return dataset.cast_column("audio", Audio(decode=False))
+
+
+def hub_record(example: Mapping[str, Any]) -> Record:
+    """A LibriSpeech-style Hub example (``id``, ``audio`` as ``{"bytes", "path"}``, ``text``) as a record."""
+    audio = example["audio"]
+    return {"key": str(example["id"]), "audio": {"bytes": audio.get("bytes"), "path": audio.get("path")},
+            "text": example["text"], "duration": None}
 
 
 # --------------------------------------------------------------------------- entry points
@@ -396,6 +402,32 @@ def load_records(spec: PathLike, streaming: bool = True) -> Iterable[Record]:
     raise DataError(f"{text}: unsupported file type; manifests must end in .jsonl or .json")
 
 
+def record_problem(record: Mapping[str, Any], max_seconds: Optional[float] = None,
+                   max_chars: Optional[int] = None) -> tuple[Optional[str], str, Optional[float]]:
+    """``(reason or None, detail, duration)`` for one record (the checks of ``filter_records``)."""
+    source = record.get("audio")
+    path = source_path(source)
+    if path is not None and not os.path.isfile(path):
+        return REASON_MISSING_AUDIO, "audio file not found", None
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return REASON_EMPTY_TEXT, "empty transcript", None
+    if max_chars is not None and len(text.strip()) > max_chars:
+        return REASON_TEXT_TOO_LONG, f"transcript has {len(text.strip())} characters > max_chars={max_chars}", None
+    duration = record.get("duration")
+    if max_seconds is not None:
+        if duration is None:
+            try:
+                duration = audio_duration(source)
+            except AudioLoadError as err:
+                return REASON_UNREADABLE_AUDIO, str(err), None
+        if duration <= 0:
+            return REASON_EMPTY_AUDIO, "audio has zero length", duration
+        if duration > max_seconds:
+            return REASON_AUDIO_TOO_LONG, f"audio lasts {duration:.2f} s > max_seconds={max_seconds}", duration
+    return None, "", duration
+
+
 def filter_records(
     records: Iterable[Mapping[str, Any]],
     max_seconds: Optional[float] = None,
@@ -424,28 +456,7 @@ def filter_records(
         raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
 
     def check(record: Mapping[str, Any]) -> tuple[Optional[str], str, Optional[float]]:
-        """Return ``(reason or None, detail, duration)`` for one record."""
-        source = record.get("audio")
-        path = source_path(source)
-        if path is not None and not os.path.isfile(path):
-            return REASON_MISSING_AUDIO, "audio file not found", None
-        text = record.get("text")
-        if not isinstance(text, str) or not text.strip():
-            return REASON_EMPTY_TEXT, "empty transcript", None
-        if max_chars is not None and len(text.strip()) > max_chars:
-            return REASON_TEXT_TOO_LONG, f"transcript has {len(text.strip())} characters > max_chars={max_chars}", None
-        duration = record.get("duration")
-        if max_seconds is not None:
-            if duration is None:
-                try:
-                    duration = audio_duration(source)
-                except AudioLoadError as err:
-                    return REASON_UNREADABLE_AUDIO, str(err), None
-            if duration <= 0:
-                return REASON_EMPTY_AUDIO, "audio has zero length", duration
-            if duration > max_seconds:
-                return REASON_AUDIO_TOO_LONG, f"audio lasts {duration:.2f} s > max_seconds={max_seconds}", duration
-        return None, "", duration
+        return record_problem(record, max_seconds, max_chars)
 
     def generate() -> Iterator[Record]:
         for record in records:
@@ -465,8 +476,3 @@ def filter_records(
 
     return generate()
 
-
-if __name__ == "__main__":  # the command line runs the tools of whisper_llada_data_prep
-    from whisper_llada_data_prep import main
-
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Data preparation for whisper-llada (not remote code): NeMo-style manifests, tokenizers, and the command line of
-``python whisper_llada_data.py``.
+``python whisper_llada_data_prep.py``.
 
 ``write_manifest`` writes records as a NeMo-style JSON-lines manifest (atomically), ``create_manifest`` builds one from
 LibriSpeech split directories, optionally holding out whole speakers or every N-th utterance, and
@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 import whisper_llada_data as wld
 from whisper_llada_io import AudioLoadError, PathLike, describe_source, source_path, write_atomic
 
-logger = logging.getLogger("whisper_llada_data")  # the command line's logger (python whisper_llada_data.py)
+logger = logging.getLogger("whisper_llada_data")  # the command line's logger (python whisper_llada_data_prep.py)
 
 
 # --------------------------------------------------------------------------- manifests
@@ -186,8 +186,8 @@ def _read_speaker_args(values: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Command-line entry point of ``python whisper_llada_data.py`` (usage in that module's docstring)."""
-    parser = argparse.ArgumentParser(prog="whisper_llada_data.py", description=wld.__doc__.split("\n\n")[0])
+    """Command-line entry point of ``python whisper_llada_data_prep.py`` (usage in that module's docstring)."""
+    parser = argparse.ArgumentParser(prog="whisper_llada_data_prep.py", description=wld.__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create-manifest",
@@ -252,3 +252,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 __all__ = ["write_manifest", "create_manifest", "train_bpe_tokenizer", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,7 @@ command line; the steps, each over small dataclasses:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import logging
@@ -33,6 +34,7 @@ from text_normalization import normalize_text, word_error_counts
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
     load_models, load_splits, resolve_device, safe_name
 from whisper_llada_io import describe_source
+from whisper_llada_eval_shards import Shards, merge_shards, shard_job
 from whisper_llada_report import HypothesesFile, new_report, write_report
 
 logger = logging.getLogger("eval_hf")
@@ -425,10 +427,34 @@ def run_jobs(jobs: list[Job], report: dict, options: EvalOptions, out_dir: Path)
     return report
 
 
+def run_sharded(jobs: list[Job], report: dict, options: EvalOptions, out_dir: Path, shards: Shards) -> dict:
+    """Under torchrun / accelerate launch: this rank decodes its share of every job into its own hypotheses file
+    (resumable per shard); after all ranks are done, rank 0 merges and scores them into the report."""
+    local = [shard_job(job, shards) for job in jobs]
+    problems = [p for job in local if (p := job.hypotheses.resume_problem(options.overwrite))]
+    if problems:
+        raise EvalError(f"{out_dir} holds shard hypotheses this run cannot resume:\n  " + "\n  ".join(problems)
+                        + "\nRerun with --overwrite, or choose another --output_dir.")
+    run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}-rank{shards.rank}"
+    for job in local:
+        decode_job(job, JobProgress.start(job), options, run_id)
+    shards.barrier()
+    if shards.rank == 0:
+        for job in jobs:
+            progress, _ = merge_shards(job, shards, JobProgress)
+            report["results"].append(score_job(job, progress))
+        report["status"] = "complete"
+        write_report(out_dir, report)
+    shards.stop()
+    return report
+
+
 def evaluate(request: EvalRequest, options: EvalOptions, out_dir: Path) -> dict:
     """The whole evaluation: splits read, models loaded, jobs planned and checked, then decoded and scored; returns
-    the report (also in out_dir/results.json and results.md)."""
-    device = resolve_device(request.device)
+    the report (also in out_dir/results.json and results.md). Under torchrun / accelerate launch the utterances are
+    split over the processes (`whisper_llada_eval_shards`)."""
+    shards = Shards.from_env()
+    device = shards.start(resolve_device(request.device))
     dtype_name = request.dtype or ("bfloat16" if device.type == "cuda" or cpu_has_native_bf16() else "float32")
     torch.manual_seed(options.seed)
     for model in request.models:  # a mistyped folder fails at once, before the data is read
@@ -438,7 +464,10 @@ def evaluate(request: EvalRequest, options: EvalOptions, out_dir: Path) -> dict:
     jobs = plan_jobs(models, splits, request.decodings, options, out_dir, dtype_name, device)
     report = new_report(request.models, request.labels, {d.split.name: d.split.spec for d in splits},
                         {d.split.name: d.skipped for d in splits}, device, dtype_name, options.batch_size,
-                        options.long_audio, options.max_utterances)
+                        options.long_audio, options.max_utterances, processes=shards.world)
+    if shards.active:
+        options = dataclasses.replace(options, progress=options.progress and shards.rank == 0)
+        return run_sharded(jobs, report, options, out_dir, shards)
     return run_jobs(jobs, report, options, out_dir)
 
 

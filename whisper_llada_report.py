@@ -115,7 +115,7 @@ def signature_differences(old: dict, new: dict) -> list[str]:
 
 def new_report(models: list[str], labels: list[str], splits: dict[str, str], skipped: dict[str, list[dict]],
                device: torch.device, dtype_name: str, batch_size: int, long_audio: str,
-               max_utterances: int | None) -> dict:
+               max_utterances: int | None, processes: int = 1) -> dict:
     """An empty report of a run: `splits` maps each split's name to its spec, `skipped` to its skipped records."""
     device_name = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({torch.get_num_threads()} threads)")
@@ -130,6 +130,7 @@ def new_report(models: list[str], labels: list[str], splits: dict[str, str], ski
         "dtype": dtype_name,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "batch_size": batch_size,
+        "processes": processes,
         "long_audio": long_audio,
         "splits": dict(splits),
         "max_utterances": max_utterances,
@@ -184,7 +185,9 @@ def markdown_table(report: dict) -> str:
     header = ["model", "decoding", "steps / gen / block", *split_names, "avg WER", "avg RTFx"]
     lines = [
         f"WER (%) after Whisper's English normaliser; RTFx = audio seconds / processing seconds. "
-        f"Device {report['device']}, {report['dtype']}, batch size {report['batch_size']}, {report['date']}"
+        f"Device {report['device']}, {report['dtype']}, batch size {report['batch_size']}"
+        f"{', ' + str(report['processes']) + ' processes (RTFx: audio / the slowest process decoding seconds)' if report.get('processes', 1) > 1 else ''}"
+        f", {report['date']}"
         f"{'' if report['status'] == 'complete' else ' (' + report['status'] + ')'}.",
         "",
         "| " + " | ".join(header) + " |",

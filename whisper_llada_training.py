@@ -60,36 +60,72 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def load_filtered(specs: list[str], stats: collections.Counter, limit: Optional[int] = None, max_seconds: float = 30.0,
-                  max_chars: Optional[int] = None, on_bad: str = "skip"):
-    """A datasets.Dataset (local specs) or a torch IterableDataset (any Hub spec) of filtered records
-    (`whisper_llada_data.filter_records`); skipped records are counted in `stats`."""
-
-    def make_records():
-        sources = itertools.chain.from_iterable(wld.load_records(s) for s in specs)
-        records = wld.filter_records(sources, max_seconds=max_seconds, max_chars=max_chars, on_bad=on_bad, stats=stats)
-        return itertools.islice(records, limit) if limit is not None else records
-
+                  max_chars: Optional[int] = None, on_bad: str = "skip", shuffle_buffer: int = 0, seed: int = 0):
+    """A datasets.Dataset (local specs) or a streamed datasets.IterableDataset (any Hub spec) of filtered records
+    (`whisper_llada_data.record_problem`); skipped records are counted in `stats`. Streamed data is shuffled with a
+    buffer of `shuffle_buffer` records (0: read in file order) and `seed` (`streamed_dataset`)."""
     if any(str(s).startswith("hub:") for s in specs):
-        return RecordStream(make_records)
+        return streamed_dataset(specs, stats, limit, max_seconds, max_chars, on_bad, shuffle_buffer, seed)
     import datasets
 
+    sources = itertools.chain.from_iterable(wld.load_records(s) for s in specs)
+    records = wld.filter_records(sources, max_seconds=max_seconds, max_chars=max_chars, on_bad=on_bad, stats=stats)
+    records = itertools.islice(records, limit) if limit is not None else records
     rows = [{"key": r["key"], "audio": os.fspath(r["audio"]), "text": r["text"], "length": float(r["duration"] or 0.0)}
-            for r in make_records()]
+            for r in records]
     if not rows:
         raise ValueError(f"No usable records in {specs} (skipped: {dict(stats)}).")
     return datasets.Dataset.from_list(rows)
 
 
-class RecordStream(torch.utils.data.IterableDataset):
-    """Streams records (e.g. from the Hub), re-opened at every pass; `--max_steps` bounds training."""
+class RecordCheck:
+    """`datasets` filter of streamed records: keeps the usable ones (`whisper_llada_data.record_problem`), warns
+    about and counts the others in `stats` (in the process that reads them: with DataLoader workers, the workers'),
+    or raises `BadRecordError` with on_bad="error"."""
 
-    def __init__(self, make_records):
-        self.make_records = make_records
+    def __init__(self, stats: collections.Counter, max_seconds: Optional[float], max_chars: Optional[int],
+                 on_bad: str):
+        self.stats, self.max_seconds, self.max_chars, self.on_bad = stats, max_seconds, max_chars, on_bad
 
-    def __iter__(self):
-        for record in self.make_records():
-            yield {"key": record["key"], "audio": record["audio"], "text": record["text"],
-                   "length": float(record.get("duration") or 0.0)}
+    def __call__(self, record: dict) -> bool:
+        reason, detail, _ = wld.record_problem(record, self.max_seconds, self.max_chars)
+        if reason is None:
+            return True
+        message = f"{describe_source(record.get('audio'))} (key {record.get('key')!r}): {reason}: {detail}"
+        if self.on_bad == "error":
+            raise wld.BadRecordError(message)
+        logger.warning("skipping record %s", message)
+        self.stats[reason] += 1
+        return False
+
+
+def streamed_dataset(specs: list[str], stats: collections.Counter, limit: Optional[int] = None,
+                     max_seconds: float = 30.0, max_chars: Optional[int] = None, on_bad: str = "skip",
+                     shuffle_buffer: int = 0, seed: int = 0):
+    """Training records streamed as one `datasets.IterableDataset`: the Hub specs streamed (local specs too, as
+    iterable datasets), shuffled (`shuffle_buffer` > 0: the shard order and a buffer of that many records, with
+    `seed`; `set_epoch(n)` reshuffles pass n), bad records skipped and counted (`RecordCheck`), the first `limit`.
+    DataLoader workers each read their own shards (datasets splits them), and under several processes the Trainer
+    gives each rank its own shards (train_hf sets dispatch_batches=False: accelerate shards a datasets stream with at
+    least as many shards as processes; with fewer, every rank reads the stream and keeps its own batches)."""
+    import datasets
+
+    parts = []
+    for spec in specs:
+        if str(spec).startswith("hub:"):
+            name, config, split = wld.parse_hub_spec(str(spec))
+            hub = wld.hub_dataset(name, config, split, streaming=True)
+            parts.append(hub.map(wld.hub_record, remove_columns=list(hub.column_names or [])))
+        else:
+            rows = [{"key": r["key"], "audio": os.fspath(r["audio"]), "text": r["text"], "duration": r["duration"]}
+                    for r in wld.load_records(spec)]
+            parts.append(datasets.Dataset.from_list(rows).to_iterable_dataset(num_shards=min(len(rows), 8) or 1))
+    stream = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    if shuffle_buffer:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    stream = stream.filter(RecordCheck(stats, max_seconds, max_chars, on_bad))
+    stream = stream.map(lambda record: {"length": float(record.get("duration") or 0.0)})
+    return stream.take(limit) if limit is not None else stream
 
 
 def encoder_fingerprint(model: WhisperLladaForConditionalGeneration) -> str:

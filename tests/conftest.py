@@ -269,6 +269,26 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_ctc_checkpoint(tmp_path_factory):
+    """conftest's `tiny_checkpoint` with a CTC head (blank: <|notimestamps|>, unused in transcripts), which D reads."""
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    processor = make_processor()
+    prefix_ids, suffix_ids = processor.prompt_ids()
+    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
+                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
+                         eot_token_id=processor.eot_token_id,
+                         ctc_blank_id=processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>"))
+    torch.manual_seed(0)
+    model = WhisperLladaForConditionalGeneration(config).eval()
+    model.generation_config.update(gen_length=32, block_length=32, steps=8)
+    path = tmp_path_factory.mktemp("tiny_ctc_whisper_llada")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     """The 3 CLIPS of the bundled demo audio, NeMo format with relative paths."""
     folder = tmp_path_factory.mktemp("clips")

@@ -415,7 +415,7 @@ def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
     from modeling_llada import LLAMA_TO_LLADA_NAMES
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
-    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "demo" / "convert_ar_to_diffusion.py")
+    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "tools" / "convert_ar_to_diffusion.py")
     converter = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(converter)
 
@@ -571,7 +571,7 @@ def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, t
 
 @needs_shared(WHISPER_TINY)
 def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(processor, tmp_path):
-    """demo/convert_ar_to_diffusion.py: the causal model's encoder, projector, prompt and tokenizer are kept, its
+    """tools/convert_ar_to_diffusion.py: the causal model's encoder, projector, prompt and tokenizer are kept, its
     decoder becomes a LLaDA-layout decoder with the same tensors; attention dropout carries over, residual dropout is
     set; a model without a causal decoder is refused."""
     import importlib.util
@@ -580,7 +580,7 @@ def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(proces
     from modeling_llada import LladaForMaskedDiffusion
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
-    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "demo" / "convert_ar_to_diffusion.py")
+    spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", ROOT / "tools" / "convert_ar_to_diffusion.py")
     converter = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(converter)
 

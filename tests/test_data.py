@@ -323,7 +323,7 @@ def test_create_manifest_cli_excludes_speakers(tmp_path: Path, libri: Path):
     out = tmp_path / "train.jsonl"
     speakers_out = tmp_path / "train_speakers.txt"
     result = subprocess.run(
-        [sys.executable, str(REPO / "whisper_llada_data.py"), "create-manifest", str(libri),
+        [sys.executable, str(REPO / "whisper_llada_data_prep.py"), "create-manifest", str(libri),
          "--output", str(out), "--exclude-speakers", held_out, "--speakers-out", str(speakers_out)],
         capture_output=True, text=True, timeout=120,
     )
@@ -337,7 +337,7 @@ def test_create_manifest_cli_excludes_speakers(tmp_path: Path, libri: Path):
     # the speakers file feeds the held-out (eval) manifest
     eval_out = tmp_path / "eval.jsonl"
     result = subprocess.run(
-        [sys.executable, str(REPO / "whisper_llada_data.py"), "create-manifest", str(libri),
+        [sys.executable, str(REPO / "whisper_llada_data_prep.py"), "create-manifest", str(libri),
          "--output", str(eval_out), "--exclude-speakers", f"@{speakers_out}"],
         capture_output=True, text=True, timeout=120,
     )
@@ -359,7 +359,7 @@ def test_create_manifest_function_include_and_errors(tmp_path: Path, libri: Path
 
 def test_cli_error_exit_code(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "whisper_llada_data.py"), "create-manifest", str(tmp_path), "-o", str(tmp_path / "x.jsonl")],
+        [sys.executable, str(REPO / "whisper_llada_data_prep.py"), "create-manifest", str(tmp_path), "-o", str(tmp_path / "x.jsonl")],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1
@@ -540,7 +540,7 @@ def test_train_tokenizer_cli_writes_a_byte_level_bpe_for_the_llada_style_tokeniz
     prep.write_manifest([{"key": f"1-2-{i:04d}", "audio": f"/nowhere/{i}.flac", "duration": 1.0,
                         "text": " ".join(rng.choice(words, 12)).upper()} for i in range(200)], manifest)
     out = tmp_path / "tok" / "tokenizer.json"
-    command = [sys.executable, str(REPO / "whisper_llada_data.py"), "train-tokenizer", str(manifest), "--vocab-size",
+    command = [sys.executable, str(REPO / "whisper_llada_data_prep.py"), "train-tokenizer", str(manifest), "--vocab-size",
                "320", "-o", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

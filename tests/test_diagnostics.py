@@ -1,4 +1,4 @@
-"""demo/diagnostics.py: the word-coverage breakdown (reference words bucketed by their count in the training
+"""tools/diagnostics.py: the word-coverage breakdown (reference words bucketed by their count in the training
 transcripts, and the share of each bucket the hypotheses get right)."""
 
 import importlib.util
@@ -8,7 +8,7 @@ from conftest import ROOT
 
 
 def load_diagnostics():
-    spec = importlib.util.spec_from_file_location("demo_diagnostics", ROOT / "demo" / "diagnostics.py")
+    spec = importlib.util.spec_from_file_location("demo_diagnostics", ROOT / "tools" / "diagnostics.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""demo/swap_projector.py, the step that pairs the demo model's decoder with its CTC warm-up's projector."""
+"""tools/swap_projector.py, the step that pairs the demo model's decoder with its CTC warm-up's projector."""
 import importlib.util
 
 import pytest
@@ -8,7 +8,7 @@ from conftest import ROOT, WHISPER_TINY, make_tiny_asr_model, needs_shared
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("swap_projector", ROOT / "demo" / "swap_projector.py")
+    spec = importlib.util.spec_from_file_location("swap_projector", ROOT / "tools" / "swap_projector.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

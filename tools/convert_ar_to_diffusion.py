@@ -6,7 +6,7 @@ they adapt, and a decoder base the checkpoint pulls is pulled and converted on l
 masked-diffusion loss (`train_hf.py --model_name_or_path OUT`, with `--lora_r R` to train carried adapters further),
 as DiffuLLaMA / Dream do with AR LLMs.
 
-    python demo/convert_ar_to_diffusion.py runs/demo-bpe-ar/model runs/demo-ar2diff/init [--residual-dropout P]
+    python tools/convert_ar_to_diffusion.py runs/demo-bpe-ar/model runs/demo-ar2diff/init [--residual-dropout P]
 """
 import argparse
 import sys

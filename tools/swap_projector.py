@@ -8,7 +8,7 @@ The bundled demo model is made this way (demo/README.md, the 2026-12-03 section)
 projector made the projector's CTC reading worse than after its CTC-only warm-up, and D starts from that reading, so
 the decoder of the joint run is paired with the warm-up's projector.
 
-    python demo/swap_projector.py runs/demo-d/armP runs/demo-d/ctc runs/demo-d/hybrid [--dtype float16]
+    python tools/swap_projector.py runs/demo-d/armP runs/demo-d/ctc runs/demo-d/hybrid [--dtype float16]
 """
 import argparse
 import sys

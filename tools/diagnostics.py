@@ -1,38 +1,38 @@
 #!/usr/bin/env python
 """The checks behind the numbers in demo/README.md and BENCHMARKS.md.
 
-    python demo/diagnostics.py loss-curve RUN_OUTPUT_DIR [...] --output demo/loss_curve.png [--titles ...]
+    python tools/diagnostics.py loss-curve RUN_OUTPUT_DIR [...] --output demo/loss_curve.png [--titles ...]
         Training and validation loss of train_hf.py runs (the `log_history` of each one's latest trainer_state.json),
         one panel per run, as a PNG (needs matplotlib).
 
-    python demo/diagnostics.py join-clips demo/audio/manifest.jsonl --per 5 --output outputs/longform/joined.jsonl
+    python tools/diagnostics.py join-clips demo/audio/manifest.jsonl --per 5 --output outputs/longform/joined.jsonl
         Long-form test audio: each run of --per consecutive utterances of one speaker joined end to end (no silence
         added) into one FLAC, with the joined reference; the WER of these vs of the utterances one by one measures
         long-form transcription (eval_hf.py cuts audio over 30 s into windows in pauses).
 
-    python demo/diagnostics.py longform-whisper ../shared/models/whisper-tiny.en --joined outputs/longform/joined.jsonl \
+    python tools/diagnostics.py longform-whisper ../shared/models/whisper-tiny.en --joined outputs/longform/joined.jsonl \
         --single demo/audio/manifest.jsonl
         The long-form windowing (pipeline_whisper_llada.split_long_audio: no overlap, cuts in pauses) measured with a
         recogniser that transcribes: Whisper tiny.en (transformers generate) on each window of the joined clips, texts
         joined, vs the same utterances one by one. Isolates what the seams cost from the decoder's own errors.
 
-    python demo/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [more manifests]
+    python tools/diagnostics.py speech-use --model demo/model --data demo/audio/manifest.jsonl [more manifests]
         Does the model use the speech? The masked-diffusion loss of each utterance with its own audio vs with another
         utterance's audio (the next one in the manifest), with the same masks (same seeds), averaged over --seeds
         seeds. A model that transcribes has a much lower loss with its own audio.
 
-    python demo/diagnostics.py speech-ctc --model M --data runs/demo-bpe/val.jsonl
+    python tools/diagnostics.py speech-ctc --model M --data runs/demo-bpe/val.jsonl
         What the speech embeddings say, read as tokens the way the auxiliary CTC loss reads them (logits = speech @
         token embeddings^T, greedy: repeats merged, blanks dropped), scored with WER like eval_hf.py. Separates "the
         speech embeddings carry the words" from "the decoder reads them".
 
-    python demo/diagnostics.py anchored-sweep --model M --data runs/demo-bpe/val.jsonl [--thresholds 0.5 0.7 0.9]
+    python tools/diagnostics.py anchored-sweep --model M --data runs/demo-bpe/val.jsonl [--thresholds 0.5 0.7 0.9]
         [--slacks 0 2 4] [--steps 1 2 4]
         Decoding D's settings measured on one manifest (the validation utterances of the training speakers, never the
         test clips): WER and decoder forwards per utterance for every anchor_threshold x anchor_slack x steps, next to
         the CTC head's greedy reading alone (D's starting point). The speech side is computed once per batch.
 
-    python demo/diagnostics.py word-coverage --train runs/demo-bpe/train.jsonl \
+    python tools/diagnostics.py word-coverage --train runs/demo-bpe/train.jsonl \
         --hypotheses outputs/demo_eval/hypotheses_C_demo.jsonl [...]
         Which words a model gets right, by how often the word occurs in the training transcripts (unseen, 1-4, 5-49,
         50+ times; after Whisper's English normalisation): each bucket's share of the reference words and the share
