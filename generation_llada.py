@@ -94,7 +94,7 @@ class SlotPrior:
             return predicted, confidence
         prior = self.log_probs[:, start:end].to(logits.device, torch.float32)  # (b, L, K)
         decoder = torch.log_softmax(logits.float(), dim=-1)[..., self.class_ids.to(logits.device)]  # (b, L, K)
-        fused = (1.0 - self.weight) * decoder + self.weight * prior
+        fused = (1.0 - self.weight) * decoder.clamp(min=-1e4) + self.weight * prior  # -inf (a forbidden token) * 0
         if self.top_k is not None:
             kth = prior.topk(min(self.top_k, prior.shape[-1]), dim=-1).values[..., -1:]
             fused = fused.masked_fill(prior < kth, -math.inf)
