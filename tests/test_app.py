@@ -79,13 +79,39 @@ def test_form_values_become_generate_settings(app):
                                  anchor_threshold=0.7) == {"steps": 32, "threshold": 0.9, "kv_cache": "dual",
                                                            "early_stop": True}
     assert app.decoding_settings("D", anchor_threshold=0.0) == {"anchor_threshold": 0.0}
+    # the form starts from the model's own D: an untouched slider passes nothing, so the model's D decodes
+    own = {"anchor_threshold": 0.3, "anchor_slack": 0}
+    assert app.decoding_settings("D", anchor_threshold=0.3, anchor_slack=0, model_defaults=own) == {}
+    assert app.decoding_settings("D", anchor_threshold=0.5, model_defaults=own) == {"anchor_threshold": 0.5}
 
 
-def test_d_is_offered_only_with_a_ctc_head(app, asr):
+def test_ctc_and_d_are_offered_only_with_a_ctc_head_and_the_model_s_default_is_preselected(app, asr):
     from conftest import tiny_whisper_llada
 
     assert app.decoding_choices(tiny_whisper_llada()) == ["A", "B", "C"]
-    assert app.decoding_choices(asr[0]) == ["A", "B", "C", "D"]
+    assert app.decoding_choices(asr[0]) == ["A", "B", "C", "CTC", "D"]
+    model = asr[0]
+    assert app.default_decoding(tiny_whisper_llada()) == "B"
+    saved = model.generation_config
+    try:
+        model.generation_config = model.resolve_decoding("D", anchor_threshold=0.45)
+        assert app.default_decoding(model) == "D" and app.model_setting(model, "anchor_threshold") == 0.45
+    finally:
+        model.generation_config = saved
+
+
+def test_drafts_arrive_while_decoding_and_words_are_laid_out_under_the_audio(app, asr):
+    model, processor = asr
+    events = list(app.decode_live(model, processor, str(clip_path()), "B"))
+    drafts, done = events[:-1], events[-1]
+    assert done[0] == "done" and [e[0] for e in drafts] == ["draft"] * 9  # the start and B's 8 steps
+    assert [e[2] for e in drafts] == list(range(9)) and drafts[-1][3] == done[1].windows[0].states[-1]
+    result = done[1]
+    assert result.words and " ".join(w["text"] for w in result.words) == result.text
+    timeline = app.render_words(result.words, result.audio_s)
+    assert timeline.count('class="wl-word"') == sum(w["timestamp"][0] is not None for w in result.words)
+    draft = app.render_draft(drafts[0][3], {}, model.config.mask_token_id, model.config.eos_token_id, 0, 0)
+    assert draft.count("wl-mask") == 32
 
 
 def test_b_view_follows_the_history_of_generate(app, asr):
