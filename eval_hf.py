@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode DECODING on only N utterances of each split, spread evenly over it (the table "
                         "says 'n of N utt.'); 'all' for no limit. Default: none, except the no-argument demo run, "
                         f"which limits {', '.join(f'{k}={v}' for k, v in DEMO_LIMITS.items())} to finish in minutes")
+    parser.add_argument("--first_pass", default=None, metavar="SOURCE",
+                        help="also decode D from first-pass transcripts instead of the CTC reading (deliberation), a "
+                        "row '+ first pass' per D row: whisper:PATH_OR_ID (Whisper decoded in this run, with a row of "
+                        "its own) or a .jsonl file of {\"key\", \"hypothesis\"} lines")
     parser.add_argument("--output_dir", default=None, help=f"where results go (default: {DEMO_OUTPUT})")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per generate() call (default: 8)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -180,7 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if problem:
         raise SystemExit(f"error: --output_dir {args.output_dir}: {problem}")
     args.request = EvalRequest(models, labels, args.data or [f"demo={DEMO_MANIFEST}"],
-                               decoding_request(args, parser), args.device, args.dtype)
+                               decoding_request(args, parser), args.device, args.dtype, args.first_pass)
     args.options = EvalOptions(batch_size=args.batch_size, long_audio=args.long_audio, on_bad_data=args.on_bad_data,
                                overwrite=args.overwrite, warmup_batches=args.warmup_batches, seed=args.seed,
                                progress=not args.no_progress, max_utterances=args.max_utterances)

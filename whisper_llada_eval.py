@@ -32,8 +32,9 @@ from pipeline_whisper_llada import split_long_audio, transcribe
 from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
-    load_models, load_splits, resolve_device, safe_name
+    cpu_has_native_bf16, load_models, load_splits, resolve_device, safe_name, spread_subset
 from whisper_llada_io import describe_source
+from whisper_llada_eval_first_pass import check_first_pass, first_pass_texts, write_first_pass
 from whisper_llada_eval_shards import Shards, merge_shards, shard_job
 from whisper_llada_report import HypothesesFile, new_report, write_report
 
@@ -96,6 +97,7 @@ class EvalRequest:
     decodings: DecodingRequest
     device: str | None = None
     dtype: str | None = None
+    first_pass: str | None = None  # D also from these first-pass transcripts: whisper:PATH_OR_ID or a .jsonl file
 
 
 def check_spec(spec: str) -> None:
@@ -118,6 +120,12 @@ class Job:
     data: SplitData
     hypotheses: HypothesesFile
     split_utterances: int = 0  # the whole split's usable utterances (more than `data` holds under --limit)
+    first_pass: dict[str, str] | None = None  # D from a first-pass transcript: {key: text} (--first_pass)
+
+    @property
+    def name(self) -> str:
+        """The row's decoding: the config's name, "+ first pass" when D starts from a first-pass transcript."""
+        return self.config.name + (" + first pass" if self.first_pass is not None else "")
 
 
 def decoding_kind(model) -> type:
@@ -159,18 +167,6 @@ def resolve_decodings(loaded: LoadedModel, request: DecodingRequest) -> list[tup
     return resolved
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX): there bf16 decodes the demo clips
-    about 2.2x faster than float32 (230 s vs 503 s for A-D) with WER within five words of 455 (docs/evaluation.md);
-    elsewhere it is slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def run_signature(loaded: LoadedModel, config, data: SplitData, options: EvalOptions, dtype_name: str,
                   device: torch.device) -> dict:
     """Everything that affects a hypotheses file's content or timing: model identity, dtype, device type, decoding
@@ -195,15 +191,6 @@ def run_signature(loaded: LoadedModel, config, data: SplitData, options: EvalOpt
     return signature
 
 
-def spread_subset(data: SplitData, count: int | None) -> SplitData:
-    """`data` itself, or `count` of its records spread evenly over it (every len/count-th: e.g. one clip per speaker
-    of the demo clips), for a decoding limited with --limit."""
-    if not count or count >= len(data.records):
-        return data
-    step = len(data.records) / count
-    return SplitData(data.split, [data.records[int(i * step)] for i in range(count)], data.skipped)
-
-
 def check_long_audio(models: list[LoadedModel], splits: list[SplitData]) -> None:
     """`--long_audio error`: refuses to start when an utterance is longer than the encoder's window, naming them."""
     window = min(m.processor.feature_extractor.chunk_length for m in models)
@@ -215,7 +202,8 @@ def check_long_audio(models: list[LoadedModel], splits: list[SplitData]) -> None
 
 
 def plan_jobs(models: list[LoadedModel], splits: list[SplitData], request: DecodingRequest, options: EvalOptions,
-              out_dir: Path, dtype_name: str, device: torch.device) -> list[Job]:
+              out_dir: Path, dtype_name: str, device: torch.device,
+              first_pass: tuple[str, dict[str, dict[str, str]]] | None = None) -> list[Job]:
     """Every (model, decoding, split), with every decoding resolved, long audio checked and every hypotheses file
     checked for resuming; raises EvalError before anything is decoded."""
     jobs: list[Job] = []
@@ -225,15 +213,22 @@ def plan_jobs(models: list[LoadedModel], splits: list[SplitData], request: Decod
         if not resolved:
             fits = "A, B, C, D or explicit steps" if is_masked_diffusion(decoding_kind(loaded.model)) else "AR"
             raise EvalError(f"none of the decodings {request.specs} applies to model {loaded.label} ({fits})")
-        for spec, config in resolved:
+        refined = [(spec, config, True) for spec, config in resolved if first_pass and getattr(config, "anchored", False)]
+        for spec, config, from_first_pass in [(spec, config, False) for spec, config in resolved] + refined:
             used.add(spec)
             for full in splits:
                 data = spread_subset(full, request.limits.get(spec))
                 limited = f"-{len(data.records)}of{len(full.records)}" if data is not full else ""
-                stem = f"{safe_name(config.name)}_{safe_name(data.split.name)}{limited}"
+                stem = (f"{safe_name(config.name)}{'-first-pass' if from_first_pass else ''}_"
+                        f"{safe_name(data.split.name)}{limited}")
                 name = f"hypotheses_{loaded.tag}_{stem}.jsonl" if loaded.tag else f"hypotheses_{stem}.jsonl"
                 signature = run_signature(loaded, config, data, options, dtype_name, device)
-                jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature), len(full.records)))
+                texts = None
+                if from_first_pass:
+                    signature["first_pass"] = first_pass[0]
+                    texts = first_pass[1].get(data.split.name, {})
+                jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature), len(full.records),
+                                texts))
     paths = [job.hypotheses.path.name for job in jobs]
     if len(set(paths)) != len(paths):
         raise EvalError(f"two models would write the same hypotheses files ({paths}); give them distinct names")
@@ -312,27 +307,33 @@ def decode_job(job: Job, progress: JobProgress, options: EvalOptions, run_id: st
     pending = sorted((r for r in job.data.records if r["key"] not in progress.done and r["key"] not in skipped),
                      key=lambda r: r["duration"], reverse=True)
     if progress.resumed:
-        logger.info("%s / %s: resuming, %d of %d utterances already in %s", job.config.name, job.data.split.name,
+        logger.info("%s / %s: resuming, %d of %d utterances already in %s", job.name, job.data.split.name,
                     progress.resumed, len(job.data.records), job.hypotheses.path.name)
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(job.data.records), initial=progress.resumed, desc=f"{job.config.name} {job.data.split.name}",
+    with tqdm(total=len(job.data.records), initial=progress.resumed, desc=f"{job.name} {job.data.split.name}",
               unit="utt", disable=not options.progress) as bar:
         for number, start in enumerate(range(0, len(pending), options.batch_size)):
             batch, waves, info = read_batch_audio(job, pending[start : start + options.batch_size], options)
             bar.update(len(pending[start : start + options.batch_size]) - len(batch))
             if not batch:
                 continue
+            firsts = None if job.first_pass is None else [job.first_pass.get(r["key"]) for r in batch]
             while loaded.warmups_left > 0:  # untimed: first-call costs (CUDA context, kernels, allocator)
                 transcribe(loaded.model, loaded.processor, waves, batch_size=options.batch_size,
-                           generation_config=job.config)
+                           generation_config=job.config, hypotheses=firsts)
                 loaded.warmups_left -= 1
             synchronize(device)
+            stats: dict = {}
             begin = time.perf_counter()
             texts = transcribe(loaded.model, loaded.processor, waves, batch_size=options.batch_size,
-                               generation_config=job.config)
+                               generation_config=job.config, hypotheses=firsts, stats=stats)
             synchronize(device)
             elapsed = time.perf_counter() - begin
+            if stats.get("cut_answers"):
+                logger.warning("%s / %s: %d answer(s) of this batch filled their whole length without an end of text "
+                               "(the transcript may be cut): a larger gen_length, or tokens_per_second, avoids it",
+                               job.name, job.data.split.name, stats["cut_answers"])
             entries = [{
                 "key": record["key"],
                 "audio": describe_source(record["audio"]),
@@ -344,6 +345,7 @@ def decode_job(job: Job, progress: JobProgress, options: EvalOptions, run_id: st
                 "batch_id": f"{run_id}-{number}",
                 "batch_seconds": round(elapsed, 6),
                 "batch_size": len(batch),
+                "batch_cut_answers": stats.get("cut_answers", 0),
             } for record, text, extra in zip(batch, texts, info)]
             job.hypotheses.append(entries)
             progress.done.update((e["key"], e) for e in entries)
@@ -365,7 +367,7 @@ def score_job(job: Job, progress: JobProgress, partial: bool = False) -> dict:
     return {
         "model": job.loaded.path,
         "model_label": job.loaded.label,
-        "decoding": job.config.name,
+        "decoding": job.name,
         "split": job.data.split.name,
         "partial": partial,
         "num_utterances": len(entries),
@@ -381,6 +383,7 @@ def score_job(job: Job, progress: JobProgress, partial: bool = False) -> dict:
         "chunked_utterances": sum(bool(e.get("chunked")) for e in entries),
         "truncated_utterances": sum(bool(e.get("truncated")) for e in entries),
         "skipped_utterances": len(job.data.skipped),
+        "cut_answers": sum({e.get("batch_id"): e.get("batch_cut_answers") or 0 for e in entries}.values()),
         **{k: counts[k] for k in ("reference_words", "substitutions", "deletions", "insertions", "empty_references")},
         "preset": settings.pop("decoding"),
         **settings,
@@ -459,12 +462,21 @@ def evaluate(request: EvalRequest, options: EvalOptions, out_dir: Path) -> dict:
     torch.manual_seed(options.seed)
     for model in request.models:  # a mistyped folder fails at once, before the data is read
         check_model_argument(model)
+    if request.first_pass:
+        check_first_pass(request.first_pass)
     splits = load_splits(request.data, options.max_utterances, options.on_bad_data)
+    first_pass, first_rows = None, []
+    if request.first_pass:
+        texts, first_rows = first_pass_texts(request.first_pass, splits, device, DTYPES[dtype_name],
+                                             options.batch_size)
+        first_pass = (request.first_pass, texts)
+        write_first_pass(out_dir, texts)
     models = load_models(request.models, request.labels, DTYPES[dtype_name], device, options.warmup_batches)
-    jobs = plan_jobs(models, splits, request.decodings, options, out_dir, dtype_name, device)
+    jobs = plan_jobs(models, splits, request.decodings, options, out_dir, dtype_name, device, first_pass)
     report = new_report(request.models, request.labels, {d.split.name: d.split.spec for d in splits},
                         {d.split.name: d.skipped for d in splits}, device, dtype_name, options.batch_size,
                         options.long_audio, options.max_utterances, processes=shards.world)
+    report["results"].extend(first_rows)  # the first pass alone (Whisper decoded in this run)
     if shards.active:
         options = dataclasses.replace(options, progress=options.progress and shards.rank == 0)
         return run_sharded(jobs, report, options, out_dir, shards)

@@ -1,0 +1,38 @@
+"""eval_hf.py --first_pass: D refined from another recogniser's transcript (Whisper decoded in the same run, or a
+hypotheses file), a row for the first pass alone and one for D from it."""
+
+import json
+
+import pytest
+
+from conftest import WHISPER_TINY, needs_shared, read_jsonl, run_eval
+
+pytestmark = needs_shared(WHISPER_TINY)
+
+
+def test_whisper_first_pass_rows_and_d_refined_from_it(tiny_ctc_checkpoint, manifest, tmp_path):
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "w", "--decoding", "D", "--first_pass", f"whisper:{WHISPER_TINY}")
+    rows = json.loads((tmp_path / "w" / "results.json").read_text())["results"]
+    assert [r["decoding"] for r in rows] == ["first pass", "D", "D + first pass"]
+    first = rows[0]
+    assert first["model"] == f"whisper:{WHISPER_TINY}" and first["wer"] < 15 and first["rtfx"] > 0  # Whisper tiny.en
+    refined = read_jsonl(tmp_path / "w" / "hypotheses_D-first-pass_three_clips.jsonl")
+    plain = {e["key"]: e["hypothesis"] for e in read_jsonl(tmp_path / "w" / "hypotheses_D_three_clips.jsonl")}
+    assert len(refined) == 3 and any(e["hypothesis"] != plain[e["key"]] for e in refined)
+    assert "first pass" in (tmp_path / "w" / "results.md").read_text()
+    # the same from a hypotheses file: the refined rows are the same
+    hypotheses = tmp_path / "whisper.jsonl"
+    hypotheses.write_text("".join(json.dumps({"key": k, "hypothesis": t}) + "\n" for k, t in
+                                  json.loads((tmp_path / "w" / "first_pass.json").read_text()).items()))
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "f", "--decoding", "D", "--first_pass", str(hypotheses))
+    again = {e["key"]: e["hypothesis"] for e in read_jsonl(tmp_path / "f" / "hypotheses_D-first-pass_three_clips.jsonl")}
+    assert again == {e["key"]: e["hypothesis"] for e in refined}
+
+
+def test_a_bad_first_pass_is_one_error_before_decoding(tiny_ctc_checkpoint, manifest, tmp_path):
+    with pytest.raises(SystemExit, match="--first_pass nowhere.jsonl: not a hypotheses .jsonl file"):
+        run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "D", "--first_pass", "nowhere.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "x"}\n')
+    with pytest.raises(SystemExit, match="line 1: expected a JSON object with \"key\" and \"hypothesis\""):
+        run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "D", "--first_pass", str(bad))
