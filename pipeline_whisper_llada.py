@@ -16,7 +16,7 @@ dropped; the window texts are joined with a space. Audio up to the encoder's 30 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch

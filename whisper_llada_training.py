@@ -28,9 +28,10 @@ from whisper_llada_io import AudioLoadError, describe_source, make_readable
 
 logger = logging.getLogger("train_hf")
 
+
 def training_token_ids(dataset, processor: WhisperLladaProcessor, blank_id: int) -> list[int]:
     """The sorted token ids of the training transcripts (as the collator tokenizes them) plus `blank_id`. Streamed data
-    (`RecordStream`, e.g. from the Hub) is read once for it before training."""
+    (e.g. from the Hub) is read once for it before training."""
     ids = {int(blank_id)}
     texts = dataset["text"] if hasattr(dataset, "__len__") else (record["text"] for record in dataset)
     for text in texts:
@@ -79,9 +80,8 @@ def load_filtered(specs: list[str], stats: collections.Counter, limit: Optional[
 
 
 class RecordCheck:
-    """`datasets` filter of streamed records: keeps the usable ones (`whisper_llada_data.record_problem`), warns
-    about and counts the others in `stats` (in the process that reads them: with DataLoader workers, the workers'),
-    or raises `BadRecordError` with on_bad="error"."""
+    """`datasets` filter of streamed records: keeps the usable ones (`whisper_llada_data.record_problem`), warns about
+    and counts the others in `stats` (in the process that reads them), or raises `BadRecordError` (on_bad="error")."""
 
     def __init__(self, stats: collections.Counter, max_seconds: Optional[float], max_chars: Optional[int],
                  on_bad: str):
@@ -395,9 +395,8 @@ def print_skip_summary(title: str, stats: collections.Counter) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Main
+# The end of a run
 # ----------------------------------------------------------------------------------------------------------------------
-
 
 
 def end_distributed() -> None:

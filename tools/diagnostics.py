@@ -32,6 +32,14 @@
         test clips): WER and decoder forwards per utterance for every anchor_threshold x anchor_slack x steps, next to
         the CTC head's greedy reading alone (D's starting point). The speech side is computed once per batch.
 
+    python tools/diagnostics.py word-times --model demo/model --whisper ../shared/models/whisper-tiny.en \
+        --data demo/audio/manifest.jsonl
+        Word timestamps (the pipeline's return_timestamps="word": a CTC forced alignment of the final transcript)
+        against an independent reference, transformers' Whisper pipeline with return_timestamps="word": for the
+        reference words both transcripts get right, the median / mean / 90th percentile of |start difference| and
+        |end difference|; and a synthetic check: consecutive clips joined with 1.0 s of silence, how many words of the
+        second clip start before the first clip's end.
+
     python tools/diagnostics.py word-coverage --train runs/demo-bpe/train.jsonl \
         --hypotheses outputs/demo_eval/hypotheses_C_demo.jsonl [...]
         Which words a model gets right, by how often the word occurs in the training transcripts (unseen, 1-4, 5-49,
@@ -302,6 +310,67 @@ def longform_whisper(whisper_dir: str, joined: str, single: str, chunk_length_s:
             "wer_one_by_one": wer([r["text"] for r in short_records], short_hyps)}
 
 
+def matched_words(reference: str, chunks: list[dict]) -> dict[int, tuple]:
+    """{reference word index: (start, end)} for the chunks' words that a minimum-edit alignment pairs with an equal
+    reference word (after lower-casing and dropping punctuation)."""
+    import re
+
+    from generation_llada import align
+
+    def clean(word):
+        return re.sub(r"[^a-z0-9']", "", word.lower())
+
+    ref = [clean(w) for w in reference.split()]
+    hyp = [clean(c["text"]) for c in chunks]
+    pairs = align(hyp, ref)
+    return {r: chunks[h]["timestamp"] for r, h in enumerate(pairs) if h is not None and hyp[h] == ref[r]
+            and chunks[h]["timestamp"][0] is not None and chunks[h]["timestamp"][1] is not None}
+
+
+def word_times(model_dir: str, whisper_dir: str, manifest: str, gap_s: float = 1.0) -> dict:
+    """Word-timestamp agreement with Whisper's (words both get right) and the joined-clips check (docstring above)."""
+    import numpy as np
+    from transformers import pipeline as hf_pipeline
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from pipeline_whisper_llada import transcribe
+    from processing_whisper_llada import WhisperLladaProcessor
+
+    model = WhisperLladaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = WhisperLladaProcessor.from_pretrained(model_dir)
+    whisper = hf_pipeline("automatic-speech-recognition", model=whisper_dir, dtype=torch.float32)
+    records = wld.read_manifest(manifest)
+    starts, ends, counted = [], [], 0
+    waves = [load_audio(r["audio"], 16000) for r in records]
+    ours = transcribe(model, processor, waves, return_timestamps="word")
+    for record, wave, mine in zip(records, waves, ours):
+        theirs = whisper({"raw": wave, "sampling_rate": 16000}, return_timestamps="word")["chunks"]
+        reference = wld.normalize_transcript(record["text"])
+        a, b = matched_words(reference, mine["chunks"]), matched_words(reference, theirs)
+        for index in a.keys() & b.keys():
+            starts.append(abs(a[index][0] - b[index][0]))
+            ends.append(abs(a[index][1] - b[index][1]))
+        counted += len(reference.split())
+    early, second_words = 0, 0
+    for first, second, alone_first in zip(waves[:-1], waves[1:], ours[:-1]):
+        joined = np.concatenate([first, np.zeros(int(gap_s * 16000), np.float32), second])
+        chunks = transcribe(model, processor, [joined], return_timestamps="word")[0]["chunks"]
+        end_of_first = len(first) / 16000
+        later = chunks[len(alone_first["chunks"]):]  # the words after as many as the first clip has alone
+        second_words += len(later)
+        early += sum(c["timestamp"][0] is not None and c["timestamp"][0] < end_of_first for c in later)
+
+    def stats(values):
+        values = sorted(values)
+        return {"median": round(float(np.median(values)), 3), "mean": round(float(np.mean(values)), 3),
+                "p90": round(float(values[int(0.9 * (len(values) - 1))]), 3)} if values else {}
+
+    return {"data": manifest, "reference_words": counted, "words_both_right": len(starts),
+            "start_abs_diff_s": stats(starts), "end_abs_diff_s": stats(ends),
+            "joined_pairs": len(waves) - 1, "second_clip_words": second_words,
+            "second_clip_words_starting_before_first_clip_end": early}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -336,6 +405,10 @@ def main(argv=None) -> int:
     sweep.add_argument("--settings", nargs="+", default=None,
                        help='decoding strings instead of the grid, e.g. "D,anchor_threshold=0.7,ctc_fusion=0.5"')
     sweep.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    times = commands.add_parser("word-times")
+    times.add_argument("--model", required=True)
+    times.add_argument("--whisper", required=True, help="a Whisper checkpoint (transformers format)")
+    times.add_argument("--data", required=True)
     coverage = commands.add_parser("word-coverage")
     coverage.add_argument("--train", nargs="+", required=True, help="the training manifests (their transcripts)")
     coverage.add_argument("--hypotheses", nargs="+", required=True, help="eval_hf.py hypotheses_*.jsonl files")
@@ -346,6 +419,8 @@ def main(argv=None) -> int:
             rows = read_hypotheses(path)
             result = word_coverage(train_texts, [r["reference"] for r in rows], [r["hypothesis"] for r in rows])
             print(json.dumps({"hypotheses": path, **result}))
+    elif args.command == "word-times":
+        print(json.dumps(word_times(args.model, args.whisper, args.data)))
     elif args.command == "anchored-sweep":
         for row in anchored_sweep(args.model, args.data, args.thresholds, args.slacks, args.steps,
                                   settings=args.settings, dtype=args.dtype):
