@@ -119,8 +119,8 @@ def _as_mono(array: Any, name: str) -> np.ndarray:
         array = (array.astype(np.float32) - middle) / middle
     elif array.dtype.kind != "f":
         raise AudioInputError(f"Audio {name} must be a float (or integer PCM) waveform, got dtype {array.dtype}.")
-    elif array.size and float(np.nanmax(np.abs(array))) > 2.0:
-        peak = float(np.nanmax(np.abs(array)))
+    elif np.isfinite(array).any() and float(np.max(np.abs(array[np.isfinite(array)]))) > 2.0:
+        peak = float(np.max(np.abs(array[np.isfinite(array)])))  # (non-finite samples are refused further on)
         logger.warning(
             "Audio %s: float samples reach %.0f, but float audio is read as [-1, 1]%s. Scale it (e.g. divide "
             "16-bit values by 32768) or pass the integer array itself, which is scaled for you.", name, peak,

@@ -113,6 +113,20 @@ def record_default_decoding(model, decoding: Optional[str]) -> None:
     model.generation_config = model.resolve_decoding(decoding)
 
 
+def record_answer_rate(model, processor, dataset, quantile: float = 0.999) -> None:
+    """A masked-diffusion model's `tokens_per_second` (generation_config): the training answers' rate (answer tokens
+    + EOS per second of audio) at `quantile`, so that A/B/C give long windows room in proportion to what the model
+    saw in training. Local data only (a stream's durations are not known before it is read)."""
+    if model.config.decoder_type != "llada" or not hasattr(dataset, "__len__") or not len(dataset):
+        return
+    import whisper_llada_data as wld
+
+    rates = sorted((len(processor.encode_text(wld.normalize_transcript(text))) + 1) / seconds
+                   for text, seconds in zip(dataset["text"], dataset["length"]) if seconds > 0)
+    if rates:
+        model.generation_config.tokens_per_second = round(rates[min(len(rates) - 1, int(quantile * len(rates)))], 2)
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_args(argv)
     # before any data or model is loaded: refuse to overwrite a model
@@ -195,6 +209,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if training_args.push_to_hub:  # uploads output_dir: before the final model is written into <output_dir>/final
         trainer.push_to_hub()
     record_default_decoding(model, training_args.default_decoding)
+    record_answer_rate(model, processor, train_dataset)
     if trainer.is_world_process_zero():
         save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
         print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)

@@ -139,14 +139,14 @@ def make_pipeline(model, processor):
 
 
 def record_generate(model, monkeypatch) -> list[dict]:
-    """Wraps `model.generate` to record each call's keyword arguments and returned ids."""
+    """Wraps `model.generate` to record each call's keyword arguments and returned ids (the sequences of a dict output)."""
     calls = []
     original = type(model).generate
 
     def generate(self, *args, **kwargs):
-        ids = original(self, *args, **kwargs)
-        calls.append({**kwargs, "ids": ids})
-        return ids
+        out = original(self, *args, **kwargs)
+        calls.append({**kwargs, "ids": out.sequences if hasattr(out, "sequences") else out})
+        return out
 
     monkeypatch.setattr(type(model), "generate", generate)
     return calls

@@ -309,6 +309,9 @@ def test_ctc_vocab_train_restricts_the_ctc_to_the_training_tokens(assets, tmp_pa
                                             add_special_tokens=False)["input_ids"])
     assert result["model"].config.ctc_token_ids == sorted(expected)
     assert json.loads((out / "final" / "config.json").read_text())["ctc_token_ids"] == sorted(expected)
+    # a masked-diffusion model with a CTC head records D as its default, and the training answers' rate
+    generation = json.loads((out / "final" / "generation_config.json").read_text())
+    assert generation["decoding"] == "D" and generation["anchored"] and generation["tokens_per_second"] > 0
     again = train_hf.main(base_args(assets, tmp_path / "again", "--max_steps", "1", "--ctc_weight", "1.0",
                                     "--ctc_blank_id", "59", "--model_name_or_path", str(out / "final")))
     assert again["model"].config.ctc_token_ids == sorted(expected)
@@ -317,6 +320,21 @@ def test_ctc_vocab_train_restricts_the_ctc_to_the_training_tokens(assets, tmp_pa
     with pytest.raises(ValueError, match="'all', 'train' or 'units:N'"):
         train_hf.main(base_args(assets, tmp_path / "bad2", "--max_steps", "1", "--ctc_weight", "1.0",
                                 "--ctc_blank_id", "59", "--ctc_vocab", "some"))
+
+
+def test_ctc_vocab_units_spells_the_answers_in_the_chosen_units(assets, tmp_path):
+    """--ctc_vocab units:N: N decoder tokens that spell any word become the CTC's classes and the units the labels
+    are spelled in; the processor and the config keep them."""
+    import json
+
+    out = tmp_path / "units"
+    result = train_hf.main(base_args(assets, out, "--max_steps", "1", "--ctc_weight", "1.0", "--ctc_blank_id", "59",
+                                     "--ctc_vocab", "units:80", "--ctc_only", "true"))
+    config = result["model"].config
+    units = json.loads((out / "final" / "processor_config.json").read_text())["ctc_units"]
+    assert 0 < len(units) <= 80 and config.answer_units  # at most N: fewer when the training text needs fewer and config.ctc_token_ids == sorted(units + [59])
+    labels = result["processor"](text=["a b"])["labels"][0].tolist()
+    assert all(i in units or i == result["processor"].eos_token_id for i in labels)
 
 
 def test_training_mask_flags_set_the_saved_config(assets, tmp_path):

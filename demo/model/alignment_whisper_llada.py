@@ -80,31 +80,32 @@ def frame_seconds(stack_factor: int) -> float:
     return stack_factor * ENCODER_FRAME_SECONDS
 
 
-def word_chunks(pieces: list[str], spans: list[TokenSpan | None], seconds_per_frame: float, offset: float = 0.0,
+def word_chunks(pieces: list[str], times: list[tuple[float, float] | None], offset: float = 0.0,
                 end_of_audio: float | None = None) -> list[dict]:
     """Words with their times from the tokens' decoded `pieces` (a piece starting with a space starts a word) and
-    their `spans` (None: not aligned, e.g. a token the CTC cannot write): `[{"text", "timestamp": (start, end)}]` in
-    seconds, offset by `offset` (the window's start), in the format of transformers' ASR pipelines."""
-    words: list[tuple[str, list[TokenSpan]]] = []
-    for piece, span in zip(pieces, spans):
+    their `times` ((start, end) seconds from the window's start; None: not aligned, e.g. a token the CTC cannot
+    write): `[{"text", "timestamp": (start, end)}]`, offset by `offset` (the window's start) and ended no later than
+    `end_of_audio`, in the format of transformers' ASR pipelines. A word ends where the next one starts (CTC marks a
+    token at its onset), or at its last token's end for the last word."""
+    words: list[tuple[str, list[tuple[float, float]]]] = []
+    for piece, time in zip(pieces, times):
         if not words or piece[:1].isspace():
             words.append(("", []))
         text, found = words[-1]
-        words[-1] = (text + piece, found + ([span] if span is not None else []))
+        words[-1] = (text + piece, found + ([time] if time is not None else []))
     chunks = []
     for index, (text, found) in enumerate(words):
         if not text.strip():
             continue
-        start = min(s.start for s in found) if found else None
-        following = next((min(s.start for s in f) for _, f in words[index + 1:] if f), None)
-        end = following if following is not None else (max(s.end for s in found) if found else None)
-        if start is not None and end is not None and end <= start:
-            end = max(s.end for s in found)
-        times = (None if start is None else round(offset + start * seconds_per_frame, 3),
-                 None if end is None else round(offset + end * seconds_per_frame, 3))
-        if end_of_audio is not None and times[1] is not None:
-            times = (times[0], min(times[1], round(end_of_audio, 3)))
-        chunks.append({"text": text.strip(), "timestamp": times})
+        start = min(t[0] for t in found) if found else None
+        following = next((min(t[0] for t in f) for _, f in words[index + 1:] if f), None)
+        end = max(t[1] for t in found) if found else None
+        if following is not None and end is not None:
+            end = max(end, following)
+        stamp = (None if start is None else round(offset + start, 3), None if end is None else round(offset + end, 3))
+        if end_of_audio is not None and stamp[1] is not None:
+            stamp = (stamp[0], min(stamp[1], round(end_of_audio, 3)))
+        chunks.append({"text": text.strip(), "timestamp": stamp})
     return chunks
 
 

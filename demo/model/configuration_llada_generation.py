@@ -176,9 +176,12 @@ class LladaGenerationConfig(GenerationConfig):
             settings = {**parsed, **settings}
         unknown = sorted(set(settings) - set(LLADA_SETTINGS) - {"num_beams"})
         if unknown:
+            hint = (" (max_new_tokens: a masked-diffusion decoder's answer length is gen_length, or tokens_per_second "
+                    "to follow the audio)" if "max_new_tokens" in unknown else "")
             raise TypeError(
-                f"generate() got unknown argument(s) {unknown} for masked-diffusion decoding; valid: decoding, "
-                f"{', '.join(LLADA_SETTINGS)}, generation_config, generator."
+                f"generate() got unknown argument(s) {unknown} for masked-diffusion decoding{hint}; valid: decoding, "
+                f"{', '.join(LLADA_SETTINGS)}, num_beams (1), generation_config, generator, decoder_input_ids, "
+                "streamer, return_timestamps."
             )
         if settings.pop("num_beams", 1) not in (None, 1):
             raise ValueError("Beam search is not defined for masked diffusion decoding: use num_beams=1.")

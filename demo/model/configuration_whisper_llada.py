@@ -181,11 +181,12 @@ class TrainingRecipe:
     block_mask_prob / block_mask_length: masked-diffusion decoders: the share of training samples masked the way block
         (semi-autoregressive) decoding sees them instead of LLaDA's uniform masking: blocks of `block_mask_length`
         before a random block are clean, that block is masked with probability t, every later token is masked.
-    anchor_prob / anchor_threshold / anchor_slack: masked-diffusion decoders with a CTC head: the share of training
-        samples whose answer is corrupted the way hypothesis-anchored decoding (preset D) presents it: the greedy CTC
-        reading of the speech, its tokens under `anchor_threshold` confidence masked, `anchor_slack` extra masks, EOS
-        after it; the loss is the cross-entropy of the true answer at the masked and the wrong positions (an editor's
-        loss, as Mask-CTC and Align-Refine train theirs). 0 = off.
+    anchor_prob / anchor_threshold: masked-diffusion decoders with a CTC head: the share of training samples that
+        teach D's editing task as D presents it (`generation_llada.editor_example`, Mask-CTC style): the input is the
+        greedy CTC reading of the (augmented) speech, its tokens under `anchor_threshold` confidence masked, EOS after
+        it; the loss is the mean cross-entropy at the masked slots of the transcript token aligned to each (the CTC
+        blank, which decodes to nothing, where the CTC wrote a token in excess). 0 = off. (anchor_slack: kept for
+        older checkpoints' recipes; not used.)
     mask_eps: LLaDA's minimum masking probability (t ~ U(eps, 1)).
     """
 
@@ -258,6 +259,9 @@ class WhisperLladaConfig(PretrainedConfig):
             token-mixture embeddings and by hypothesis-anchored decoding (preset D).
         speech_embeddings: what the decoder reads: "projector" (its outputs) or "token_mixture" (LegoSLM-style: each
             output's expected token embedding under the CTC posterior).
+        answer_units: the answers are spelled in the CTC's classes (`ctc_token_ids` without the blank: a
+            `processing_ctc_units.CTCUnits` set that can spell any word), as the processor's `ctc_units` spells the
+            labels; D's start, what the decoder writes and the CTC target are then in the same units.
 
     The prompt and special ids:
         prompt / prompt_prefix_ids / prompt_suffix_ids: the user instruction and the chat-prompt ids before and after
@@ -289,6 +293,7 @@ class WhisperLladaConfig(PretrainedConfig):
         ctc_blank_id: int | None = None,
         ctc_token_ids: list[int] | None = None,
         speech_embeddings: str = "projector",
+        answer_units: bool = False,
         prompt: str = DEFAULT_PROMPT,
         prompt_prefix_ids: list[int] | None = None,
         prompt_suffix_ids: list[int] | None = None,
@@ -318,6 +323,7 @@ class WhisperLladaConfig(PretrainedConfig):
         self.ctc_blank_id = check_number(owner, "ctc_blank_id", ctc_blank_id, optional=True)
         self.ctc_token_ids = check_int_list(owner, "ctc_token_ids", ctc_token_ids, optional=True)
         self.speech_embeddings = check_choice(owner, "speech_embeddings", speech_embeddings, SPEECH_EMBEDDINGS)
+        self.answer_units = bool(answer_units)
         self.prompt = prompt
         self.prompt_prefix_ids = check_int_list(owner, "prompt_prefix_ids", prompt_prefix_ids, optional=True)
         self.prompt_suffix_ids = check_int_list(owner, "prompt_suffix_ids", prompt_suffix_ids, optional=True)
@@ -345,6 +351,8 @@ class WhisperLladaConfig(PretrainedConfig):
             if self.ctc_blank_id not in self.ctc_token_ids or self.ctc_token_ids[0] < 0 or len(self.ctc_token_ids) < 2:
                 raise ValueError(f"{owner}: ctc_token_ids must hold the CTC blank ({self.ctc_blank_id}) and at least "
                                  "one token id >= 0.")
+        if self.answer_units and self.ctc_token_ids is None:
+            raise ValueError(f"{owner}: answer_units reads the CTC's classes as the answers' units: set ctc_token_ids.")
         if self.speech_embeddings == "token_mixture" and self.ctc_blank_id is None:
             raise ValueError(f"{owner}: speech_embeddings='token_mixture' reads the CTC head: set ctc_blank_id.")
         if self.recipe.ctc_weight and self.ctc_blank_id is None:

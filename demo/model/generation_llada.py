@@ -8,7 +8,7 @@ the order of LLaDA's reference `generate.py`:
     for each block, for each of its steps:               (semi-autoregressive blocks; steps counted over all blocks)
         logits of the block's positions                  (`_block_logits`; the Fast-dLLM cache lives there)
         x0, confidence = argmax and its probability      (`_predict`; Gumbel noise when temperature > 0)
-        [D: the CTC's scores fused in at masked slots]    (`SlotPrior.fuse`)
+        [D: no EOS inside the reading; the CTC's scores fused in at masked slots]   (`_Rows.no_eos`, `SlotPrior.fuse`)
         commit the most confident masked positions       (`_select`; as many as the schedule gives this step)
         [early stop: fill after EOS, retire finished rows]  (`_Rows.fill_after_eos`, `_Rows.retire_finished`)
         [streamer: the answer after every step]          (`streamer.put_draft`)
@@ -94,7 +94,7 @@ class SlotPrior:
             return predicted, confidence
         prior = self.log_probs[:, start:end].to(logits.device, torch.float32)  # (b, L, K)
         decoder = torch.log_softmax(logits.float(), dim=-1)[..., self.class_ids.to(logits.device)]  # (b, L, K)
-        fused = (1.0 - self.weight) * decoder + self.weight * prior
+        fused = (1.0 - self.weight) * decoder.clamp(min=-1e4) + self.weight * prior  # -inf (a forbidden token) * 0
         if self.top_k is not None:
             kth = prior.topk(min(self.top_k, prior.shape[-1]), dim=-1).values[..., -1:]
             fused = fused.masked_fill(prior < kth, -math.inf)
@@ -128,20 +128,29 @@ def align(hypothesis: list[int], reference: list[int]) -> list[int | None]:
     return pairs
 
 
-def anchored_labels(labels: torch.LongTensor, tokens: list[int], confidences: list[float], threshold: float,
-                    mask_id: int, eos_id: int) -> torch.LongTensor:
-    """Training input for an editor of D's start (A,): the answer `labels` (EOS-padded, -100 = not in the answer, read
-    as 0) with each transcript token replaced by the CTC token aligned to it (`align`) when that one is at least
-    `threshold` confident, and by [MASK] when it is less confident or the CTC missed the token. The CTC's confident
-    errors stay in, as D presents them; its extra tokens have no place in the answer and are left out."""
+def editor_example(labels: torch.LongTensor, tokens: list[int], confidences: list[float], threshold: float,
+                   mask_id: int, eos_id: int, delete_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """D's training example for an editor of the CTC reading, in the reading's own frame as D presents it (Mask-CTC
+    style): (input (A,), target (A,)). The input is the reading (`tokens`) with the tokens under `threshold`
+    confidence masked, EOS after it; the target of each reading position is the transcript token aligned to it
+    (`align`: a match or a substitution) or `delete_id` for a token the CTC wrote in excess (it decodes to nothing),
+    EOS after the reading. The CTC's confident errors stay in the input (no loss there); transcript tokens the CTC
+    missed have no slot. `labels` (A,): the answer, EOS-padded (-100 read as padding); a reading longer than A - 1 is
+    cut."""
+    width = labels.shape[0]
     length = int(((labels != eos_id) & (labels != -100)).long().cumprod(-1).sum())  # tokens before the first EOS
-    labels = labels.clamp(min=0)
     reference = labels[:length].tolist()
-    out = labels.clone()
+    target = [delete_id] * len(tokens)
     for position, index in enumerate(align(tokens, reference)):
-        keep = index is not None and confidences[index] >= threshold
-        out[position] = tokens[index] if keep else mask_id
-    return out
+        if index is not None:
+            target[index] = reference[position]
+    shown = [t if c >= threshold else mask_id for t, c in zip(tokens, confidences)]
+    n = min(len(tokens), width - 1)
+    inputs = torch.full((width,), eos_id, dtype=torch.long)
+    targets = torch.full((width,), eos_id, dtype=torch.long)
+    inputs[:n] = torch.tensor(shown[:n], dtype=torch.long)
+    targets[:n] = torch.tensor(target[:n], dtype=torch.long)
+    return inputs, targets
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
@@ -187,6 +196,8 @@ class _Rows:
         self.cache_block: int | None = None  # start of the block the cache was filled for
         self.plan = None  # (b, steps) tokens each row commits per step, when the start is not fully masked
         self.prior = prior if prior is not None and prior.active else None  # D: the CTC's scores, fused in
+        # D: the slots before the start's EOS tail (its reading) may not become EOS, which would cut the transcript
+        self.no_eos = (answer == config.eos_token_id).cumsum(-1) == 0 if config.anchored else None
         if config.anchored:
             masked = (answer == config.mask_token_id).sum(-1).tolist()
             self.plan = torch.tensor([num_transfer_schedule(n, config.steps) for n in masked], device=device)
@@ -212,6 +223,7 @@ class _Rows:
             self.cache = None if self.cache is None else [(k[keep], v[keep]) for k, v in self.cache]
             self.plan = None if self.plan is None else self.plan[keep]
             self.prior = None if self.prior is None else self.prior.rows(keep)
+            self.no_eos = None if self.no_eos is None else self.no_eos[keep]
         return self.index.numel() == 0
 
     def state(self) -> torch.LongTensor:
@@ -347,6 +359,10 @@ class LladaGenerationMixin:
         if config.may_finish_blocks_early and not bool(masked.any()):
             return False  # this block is already complete
         logits = self._block_logits(rows, start, end, config)
+        if rows.no_eos is not None:  # D: a reading slot is refilled, never ended
+            logits = logits.clone()
+            logits[..., config.eos_token_id] = logits[..., config.eos_token_id].masked_fill(
+                rows.no_eos[:, start:end], -math.inf)
         predicted, confidence = self._predict(logits, config, generator)
         if rows.prior is not None:
             predicted, confidence = rows.prior.fuse(logits, predicted, confidence, start, end)
@@ -434,4 +450,4 @@ class LladaGenerationMixin:
 
 
 __all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "SlotPrior", "num_transfer_schedule", "argmax_probability",
-           "anchored_answer", "anchored_labels", "align"]
+           "anchored_answer", "editor_example", "align"]

@@ -45,13 +45,15 @@ class CTCReading:
 
 def audio_lengths_from_features(input_features: torch.Tensor) -> torch.Tensor:
     """(B, 3000) mel-frame mask derived from Whisper log-mel features when none is given: the feature extractor pads
-    the audio with zeros, whose log-mel frames are all at the clamp floor (max - 8 dB, the row's minimum), so the
-    audio ends after the last frame with any bin above it."""
+    the audio with zeros, whose log-mel frames are all at the clamp floor (max - 8 dB, the row's minimum). The frames
+    up to the last one with any bin above it see some audio; the STFT window (400 samples, centred, hop 160) reaches
+    up to two frames past the audio's end, so the mask ends two frames before that: at most one frame (10 ms) short
+    of the feature extractor's own mask, never into the padding."""
     floor = input_features.amin(dim=(1, 2), keepdim=True)
     speech = (input_features > floor + 1e-4).any(dim=1)  # (B, frames)
     index = torch.arange(speech.shape[-1], device=speech.device)
     last = torch.where(speech, index, torch.full_like(index, -1)).amax(-1)
-    return (index[None] <= last[:, None]).long()
+    return (index[None] <= (last[:, None] - 2).clamp(min=0)).long()
 
 
 class WhisperLladaGenerationMixin:
@@ -159,17 +161,17 @@ class WhisperLladaGenerationMixin:
         log_probs = self.ctc_log_probs(states)
         confidence, best = log_probs.exp().max(-1)
         classes = self.class_token_ids()
-        blank = self.blank_class()
+        silent = set(self.silent_classes())  # the blank, and the special ids a transcript never holds
         tokens, confidences, frames = [], [], []
         for row_best, row_conf, n in zip(best.tolist(), confidence.tolist(), lengths.tolist()):
             ids, conf, where = [], [], []
             previous = None
             for frame, (cls, p) in enumerate(zip(row_best[:n], row_conf[:n])):
-                if cls != blank and cls != previous:
+                if cls not in silent and cls != previous:
                     ids.append(classes[cls])
                     conf.append(p)
                     where.append(frame)
-                elif cls != blank and p > conf[-1]:
+                elif cls not in silent and p > conf[-1]:
                     conf[-1], where[-1] = p, frame
                 previous = cls
             tokens.append(ids)
@@ -186,6 +188,13 @@ class WhisperLladaGenerationMixin:
         """The token id of every CTC class (class k is token k without `config.ctc_token_ids`)."""
         classes = self.ctc_class_ids()
         return classes.tolist() if classes is not None else list(range(self.decoder.get_input_embeddings().weight.shape[0]))
+
+    def silent_classes(self) -> list[int]:
+        """The classes a reading never writes: the blank, and [MASK], EOS and end of turn when they are classes (a CTC
+        head over the whole vocabulary)."""
+        special = {self.config.mask_token_id, self.config.eos_token_id, self.config.eot_token_id}
+        return [self.blank_class()] + [k for k, token in enumerate(self.class_token_ids())
+                                       if token in special and k != self.blank_class()]
 
     def blank_class(self) -> int:
         classes = self.config.ctc_token_ids
@@ -311,8 +320,8 @@ class WhisperLladaGenerationMixin:
     def _slot_prior(self, reading: CTCReading, config) -> SlotPrior:
         """The CTC's log-posterior over its non-blank classes (renormalised) at the frame of each reading token, as a
         prior for D's masked slots (`ctc_fusion`, `ctc_top_k`)."""
-        blank = self.blank_class()
-        keep = torch.tensor([k for k in range(reading.log_probs.shape[-1]) if k != blank])
+        silent = set(self.silent_classes())
+        keep = torch.tensor([k for k in range(reading.log_probs.shape[-1]) if k not in silent])
         classes = torch.tensor(self.class_token_ids())[keep]
         log_probs = torch.zeros(len(reading.tokens), config.gen_length, len(keep))
         present = torch.zeros(len(reading.tokens), config.gen_length, dtype=torch.bool)

@@ -53,6 +53,43 @@ def saved_generation_config(model, name_or_path, kwargs) -> GenerationConfig:
     return saved
 
 
+def stored_float16(name_or_path, kwargs) -> bool:
+    """Whether the checkpoint's weights are stored in float16 (config.json's dtype)."""
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+    config = kwargs.get("config") or WhisperLladaConfig.from_pretrained(name_or_path, **hub)
+    return config.dtype in (torch.float16, "float16")
+
+
+def make_readable(directory) -> None:
+    """Gives the files in `directory` (and the directory) the permissions a plain `open()` would have given them:
+    `0o666 & ~umask` for files, `0o777 & ~umask` for the directory (bits are only added, never removed). safetensors
+    writes `model.safetensors` through a private temporary file (mode 0600), next to files of mode 0644."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path, bits in [(os.fspath(directory), 0o777 & ~umask)] + [
+            (entry.path, 0o666 & ~umask) for entry in os.scandir(directory) if entry.is_file(follow_symlinks=False)]:
+        mode = os.lstat(path).st_mode & 0o7777
+        if mode | bits != mode:
+            os.chmod(path, mode | bits)
+
+
+def refuse_stock_asr_pipeline(frame) -> None:
+    """`pipeline("automatic-speech-recognition", model=<this model object>)` builds transformers' stock ASR pipeline
+    (a model object's config.custom_pipelines is not read), which would treat the model as CTC and fail later on
+    ffmpeg or on forward(); its constructor asks `can_generate()` (frame: that call's caller): refuse there, naming
+    the fix."""
+    from transformers import AutomaticSpeechRecognitionPipeline
+
+    caller = frame.f_locals.get("self") if frame is not None else None
+    if isinstance(caller, AutomaticSpeechRecognitionPipeline):
+        raise TypeError(
+            "pipeline('automatic-speech-recognition', model=<a loaded whisper-llada model>) builds transformers' stock "
+            "ASR pipeline, which cannot run this model. Pass pipeline_class=model.asr_pipeline_class (this model's "
+            "pipeline), or pass the model's path or Hub id with trust_remote_code=True.")
+
+
 def cpu_auto_dtype(name_or_path, kwargs) -> torch.dtype | str:
     """dtype="auto" on CPU: the saved dtype, except that float16 loads as float32."""
     hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
@@ -60,4 +97,5 @@ def cpu_auto_dtype(name_or_path, kwargs) -> torch.dtype | str:
     return torch.float32 if config.dtype in (torch.float16, "float16") else "auto"
 
 
-__all__ = ["mark_pulled", "tied_to_loaded", "saved_generation_config", "cpu_auto_dtype"]
+__all__ = ["mark_pulled", "tied_to_loaded", "saved_generation_config", "cpu_auto_dtype", "stored_float16",
+           "make_readable", "refuse_stock_asr_pipeline"]

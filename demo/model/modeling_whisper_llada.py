@@ -18,6 +18,7 @@ modeling_lora.py) are part of the modules and stored.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,28 +27,31 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 try:
     from .configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
-    from .generation_llada import anchored_labels
+    from .generation_llada import editor_example
     from .generation_whisper_llada import WhisperLladaGenerationMixin
     from .modeling_causal_decoder import CausalLMDecoder
     from .modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
-    from .modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
+    from .modeling_loading import (cpu_auto_dtype, make_readable, mark_pulled, refuse_stock_asr_pipeline,
+                                   saved_generation_config, stored_float16, tied_to_loaded)
     from .modeling_lora import LoraLinear, add_lora
     from .modeling_projector import WhisperLladaProjector, spec_augment
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
-    from generation_llada import anchored_labels
+    from generation_llada import editor_example
     from generation_whisper_llada import WhisperLladaGenerationMixin
     from modeling_causal_decoder import CausalLMDecoder
     from modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
-    from modeling_loading import cpu_auto_dtype, mark_pulled, saved_generation_config, tied_to_loaded
+    from modeling_loading import (cpu_auto_dtype, make_readable, mark_pulled, refuse_stock_asr_pipeline,
+                                  saved_generation_config, stored_float16, tied_to_loaded)
     from modeling_lora import LoraLinear, add_lora
     from modeling_projector import WhisperLladaProjector, spec_augment
 
 DECODER_CLASSES = {"llada": LladaForMaskedDiffusion, "causal": CausalLMDecoder}
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -134,7 +138,18 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
 
     @classmethod
     def can_generate(cls) -> bool:
+        refuse_stock_asr_pipeline(sys._getframe(1))
         return True
+
+    @property
+    def asr_pipeline_class(self) -> type:
+        """This model's ASR pipeline, for `pipeline("automatic-speech-recognition", model=model, ...,
+        pipeline_class=model.asr_pipeline_class)` (a path or Hub id with trust_remote_code finds it by itself)."""
+        try:
+            from .pipeline_whisper_llada import WhisperLladaASRPipeline
+        except ImportError:
+            from pipeline_whisper_llada import WhisperLladaASRPipeline
+        return WhisperLladaASRPipeline
 
     # -- saving and loading ------------------------------------------------------------------------------------------
 
@@ -169,16 +184,25 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
             "type": "audio"}}
         self.register_for_auto_class("AutoModelForSpeechSeq2Seq")
         state_dict = self.checkpoint_state_dict() if state_dict is None else state_dict
-        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        loaded_as = getattr(self, "_loaded_float16_as", None)
+        if loaded_as is not None and any(t.dtype == loaded_as for t in (state_dict or self.state_dict()).values()):
+            logger.warning(f"save_pretrained: this model was stored in float16 and loaded as {loaded_as} on the CPU, "
+                           "so it is saved in that dtype, about twice the size; model.half().save_pretrained(...) "
+                           "keeps float16.")
+        result = super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        make_readable(save_directory)  # safetensors writes model.safetensors through a private (0600) temporary file
+        return result
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' from_pretrained; the base weights a checkpoint does not store are pulled while the model is
         built. On CPU, float16 weights load as float32 (several times faster there) unless a dtype is named; a stored
         weight the checkpoint lacks is an error, not a random initialisation."""
+        upcast = None
         if str(kwargs.get("device_map") or "cpu") == "cpu" and kwargs.get("dtype") in (None, "auto"):
             kwargs["dtype"] = torch.float32 if kwargs.get("dtype") is None else cpu_auto_dtype(
                 pretrained_model_name_or_path, kwargs)
+            upcast = kwargs["dtype"] if stored_float16(pretrained_model_name_or_path, kwargs) else None
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         model.decoder.tie_weights()  # a causal LM's tied LM head is stored once, as its embeddings
@@ -189,6 +213,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         if isinstance(kwargs.get("device_map"), (str, torch.device)) and str(kwargs["device_map"]) != "auto":
             model.to(kwargs["device_map"])  # pulled base weights were built on the CPU
         model.generation_config = saved_generation_config(model, pretrained_model_name_or_path, kwargs)
+        model._loaded_float16_as = upcast if upcast == torch.float32 else None
         return (model, info) if wants_info else model
 
     def push_to_hub(self, repo_id: str, *, model_card_results: dict | str | None = None, **kwargs) -> str:
@@ -359,7 +384,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
                 if self.ctc_only:  # projector warm-up: the decoder is not run at all
                     return WhisperLladaOutput(loss=ctc, ctc_loss=ctc)
             if self.training and recipe.anchor_prob > 0:
-                anchored = self._anchored_labels(states, lengths, labels, recipe)
+                anchored, labels = self._editor_examples(states, lengths, labels, recipe)
             prefix, prefix_mask = self.build_prefix(self.speech_embeddings_from(states), lengths)
         decoder_recipe = recipe if self.training else TrainingRecipe(mask_eps=recipe.mask_eps)
         output = self.decoder.prefix_loss(prefix, prefix_mask, labels.to(prefix.device), decoder_recipe, anchored)
@@ -387,18 +412,20 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(rows), lengths, target_lengths, blank=blank,
                           reduction="mean", zero_infinity=True)
 
-    def _anchored_labels(self, states, lengths, labels, recipe: TrainingRecipe) -> torch.LongTensor:
-        """(B, A) the answers D would decode from for `recipe.anchor_prob` of the rows (-1 elsewhere): the greedy CTC
-        reading aligned to the true answer, its uncertain tokens and the tokens it missed masked (`anchored_labels`)."""
+    def _editor_examples(self, states, lengths, labels, recipe: TrainingRecipe):
+        """For `recipe.anchor_prob` of the rows, D's editing task in the CTC reading's frame (`editor_example`):
+        (inputs (B, A), -1 for rows left to LLaDA's masking; labels (B, A) with those rows' targets)."""
         use = (torch.rand(labels.shape[0]) < recipe.anchor_prob).tolist()
-        out = torch.full_like(labels, -1)
+        inputs = torch.full_like(labels, -1)
         if not any(use):
-            return out
+            return inputs, labels
+        labels = labels.clone()
         tokens, confidences = self.ctc_hypotheses(states.detach(), lengths)
         for row in (i for i, chosen in enumerate(use) if chosen):
-            out[row] = anchored_labels(labels[row], tokens[row], confidences[row], recipe.anchor_threshold,
-                                       self.config.mask_token_id, self.config.eos_token_id)
-        return out
+            inputs[row], labels[row] = editor_example(labels[row], tokens[row], confidences[row],
+                                                      recipe.anchor_threshold, self.config.mask_token_id,
+                                                      self.config.eos_token_id, self.config.ctc_blank_id)
+        return inputs, labels
 
 
 __all__ = ["WhisperLladaForConditionalGeneration"]

@@ -2,8 +2,10 @@
 
     audio (any length) -> split_long_audio: windows that fit the encoder, cut in pauses
                        -> processor: log-mel features (B, n_mels, 3000)
-                       -> generate_ids: model.generate with one resolved generation config
-                       -> processor.batch_decode, windows joined per audio
+                       -> generate_window: model.generate with one resolved generation config (D may start from a
+                          first-pass hypothesis); with timestamps, each answer token's time from a CTC alignment
+                       -> processor.batch_decode, windows joined per audio; words with (start, end) offset by their
+                          window's start (`return_timestamps="word"`), or one chunk per window (`True`)
 
 Long audio. Whisper's seq2seq chunking merges overlapping windows by their timestamp/token alignment; a masked-diffusion
 decoder has no timestamps, so windows here do not overlap. Each window ends in the quietest 300 ms (a pause, found
@@ -13,7 +15,8 @@ dropped; the window texts are joined with a space. Audio up to the encoder's 30 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import math
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -21,18 +24,32 @@ from transformers import GenerationConfig
 from transformers.pipelines.base import ChunkPipeline
 
 try:
+    from .alignment_whisper_llada import word_chunks
     from .processing_whisper_llada import WhisperLladaProcessor, load_audio
 except ImportError:  # imported as a plain top-level module (tests, scripts)
+    from alignment_whisper_llada import word_chunks
     from processing_whisper_llada import WhisperLladaProcessor, load_audio
 
 DEFAULT_CHUNK_LENGTH_S = 20.0  # windows for audio longer than the encoder's 30 s, when chunk_length_s is not given
-UNSUPPORTED_OPTIONS = {
-    "return_timestamps": "a masked-diffusion decoder predicts no timestamps",
-    "return_language": "the model transcribes English only and predicts no language token",
-    "language": "the model transcribes English only",
-    "task": "the model only transcribes (no translation task)",
-    "return_token_timestamps": "a masked-diffusion decoder predicts no timestamps",
+# Whisper's options, as a Whisper user passes them (at the top level or in generate_kwargs): English transcription is
+# what the model does, so language="en" and task="transcribe" are accepted and change nothing; other values are refused.
+WHISPER_OPTIONS = {
+    "language": ({None, "en", "english", "<|en|>"}, "the model transcribes English only"),
+    "task": ({None, "transcribe"}, "the model only transcribes (no translation task)"),
+    "return_language": ({None, False}, "the model predicts no language token"),
+    "return_token_timestamps": ({None, False}, "use return_timestamps='word' (a CTC alignment of the transcript)"),
 }
+
+
+def accept_whisper_options(options: dict) -> None:
+    """Removes Whisper's options from `options`: the values that mean what this model does anyway, or one clear
+    error for the others."""
+    for name, (accepted, reason) in WHISPER_OPTIONS.items():
+        if name not in options:
+            continue
+        value = options.pop(name)
+        if (value.lower() if isinstance(value, str) else value) not in accepted:
+            raise ValueError(f"`{name}={value!r}` is not supported by whisper-llada: {reason}.")
 
 
 def split_long_audio(
@@ -47,6 +64,8 @@ def split_long_audio(
     stretch (mean energy of 20 ms frames) within the last `stride_length_s` seconds of its window (default
     chunk_length_s / 3), at its quietest 20 ms frame: in the longest pause there, when there is one."""
     total = len(wave)
+    if not chunk_length_s:  # None or 0: as transformers reads it, no chunking asked for
+        chunk_length_s = None
     if chunk_length_s is None:
         if total <= max_length_s * sampling_rate:
             return [(0, total)]
@@ -81,11 +100,44 @@ def join_texts(texts: Iterable[str]) -> str:
     return " ".join(t.strip() for t in texts if t and t.strip())
 
 
+def generate_window(model, input_features: torch.Tensor, attention_mask: torch.Tensor,
+                    generation_config: GenerationConfig, return_timestamps: bool = False,
+                    decoder_input_ids: list | None = None):
+    """model.generate on log-mel features (moved to the model's device and encoder dtype): (ids (B, G), token times
+    (B, G, 2) in seconds or None)."""
+    hypothesis = {"decoder_input_ids": decoder_input_ids} if decoder_input_ids is not None else {}
+    out = model.generate(input_features=input_features.to(model.device, model.encoder.dtype),
+                         attention_mask=attention_mask.to(model.device), generation_config=generation_config,
+                         return_dict_in_generate=True, return_timestamps=return_timestamps, **hypothesis)
+    return out.sequences, getattr(out, "token_timestamps", None)
+
+
 def generate_ids(model, input_features: torch.Tensor, attention_mask: torch.Tensor,
                  generation_config: GenerationConfig) -> torch.Tensor:
     """model.generate on log-mel features, moved to the model's device and encoder dtype."""
-    return model.generate(input_features=input_features.to(model.device, model.encoder.dtype),
-                          attention_mask=attention_mask.to(model.device), generation_config=generation_config)
+    return generate_window(model, input_features, attention_mask, generation_config)[0]
+
+
+def window_words(processor, ids: list[int], times, offset: float, end: float) -> list[dict]:
+    """A window's words with their times (`alignment_whisper_llada.word_chunks`), offset by the window's start."""
+    stops = {i for i in (processor.eos_token_id, processor.eot_token_id) if i is not None}
+    drop = {i for i in (processor.mask_token_id, processor.tokenizer.pad_token_id) if i is not None}
+    length = next((i for i, token in enumerate(ids) if token in stops), len(ids))
+    kept = [i for i in range(length) if ids[i] not in drop]
+    special = set(processor.tokenizer.all_special_ids)
+    pieces = [processor.tokenizer.decode([ids[i]]) if ids[i] not in special else "" for i in kept]
+    spans = [None if times is None or math.isnan(float(times[i][0])) else (float(times[i][0]), float(times[i][1]))
+             for i in kept]
+    return word_chunks(pieces, spans, offset=offset, end_of_audio=end)
+
+
+def processor_for(model, feature_extractor, tokenizer) -> WhisperLladaProcessor:
+    """The model's processor from its feature extractor and tokenizer (what a pipeline loads): answers spelled in
+    the CTC's units when the model writes them (`config.answer_units`)."""
+    units = None
+    if getattr(model.config, "answer_units", False):
+        units = [i for i in model.config.ctc_token_ids if i != model.config.ctc_blank_id]
+    return WhisperLladaProcessor(feature_extractor, tokenizer, ctc_units=units)
 
 
 def transcribe(
@@ -96,26 +148,63 @@ def transcribe(
     stride_length_s: float | None = None,
     batch_size: int | None = None,
     generation_config: GenerationConfig | str | None = None,
-) -> list[str]:
+    return_timestamps: bool | str = False,
+    hypotheses: list[str | None] | None = None,
+    stats: dict | None = None,
+) -> list:
     """Texts of `audios` (paths, arrays at the processor's rate, audio dicts; any length). Long audio is split
     (`split_long_audio`); all windows are decoded in batches of `batch_size` (default: all at once) with
     `generation_config` (a resolved one, a preset or "B,kv_cache=dual"-style string, or None: the model's defaults),
-    resolved once (`model.resolve_decoding`)."""
+    resolved once (`model.resolve_decoding`).
+
+    `return_timestamps="word"` (or True: one chunk per window) returns `{"text", "chunks"}` per audio instead of its
+    text. `hypotheses`: a first-pass transcript per audio (or None) as D's start; an audio of several windows keeps
+    D's CTC start. `stats` (a dict) counts `cut_answers` (answers that filled their length without an end of text)
+    and `hypotheses_used`."""
     config = model.resolve_decoding(generation_config)
     rate = processor.feature_extractor.sampling_rate
-    windows, owners = [], []
+    windows, owners, spans = [], [], []
     for index, audio in enumerate(audios):
         wave = load_audio(audio if not isinstance(audio, np.ndarray) else {"array": audio, "sampling_rate": rate}, rate)
-        for start, end in split_long_audio(wave, rate, chunk_length_s, stride_length_s):
+        ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s)
+        for start, end in ranges:
             windows.append(wave[start:end])
             owners.append(index)
+            spans.append((start / rate, end / rate, len(ranges)))
+    stats = stats if stats is not None else {}
     step = batch_size or max(1, len(windows))
-    texts: list[str] = []
+    texts, chunks = [], []
     for first in range(0, len(windows), step):
         features = processor(audio=windows[first : first + step], sampling_rate=rate)
-        ids = generate_ids(model, features["input_features"], features["attention_mask"], config)
-        texts.extend(processor.batch_decode(ids))
-    return [join_texts(t for t, owner in zip(texts, owners) if owner == index) for index in range(len(audios))]
+        firsts = None
+        if hypotheses is not None:
+            part = [hypotheses[owners[w]] if spans[w][2] == 1 else None for w in range(first, first + len(features[
+                "input_features"]))]
+            if any(h is not None for h in part):
+                firsts = [processor.encode_text(h.strip()) if h and h.strip() else [] for h in part]
+                stats["hypotheses_used"] = stats.get("hypotheses_used", 0) + sum(bool(f) for f in firsts)
+        ids, times = generate_window(model, features["input_features"], features["attention_mask"], config,
+                                     bool(return_timestamps), firsts)
+        stats["cut_answers"] = stats.get("cut_answers", 0) + count_cut(ids, model.config)
+        window_texts = processor.batch_decode(ids)
+        texts.extend(window_texts)
+        if return_timestamps:
+            for row, text in enumerate(window_texts):
+                start, end, _ = spans[first + row]
+                chunks.append(window_words(processor, ids[row].tolist(), times[row], start, end)
+                              if return_timestamps == "word" else [{"text": text, "timestamp": (round(start, 3),
+                                                                                             round(end, 3))}])
+    joined = [join_texts(t for t, owner in zip(texts, owners) if owner == index) for index in range(len(audios))]
+    if not return_timestamps:
+        return joined
+    return [{"text": text, "chunks": [c for c, owner in zip(chunks, owners) if owner == index for c in c if c["text"]]}
+            for index, text in enumerate(joined)]
+
+
+def count_cut(ids: torch.Tensor, config) -> int:
+    """Answers that filled their whole length without an end of text (the model's EOS or end of turn)."""
+    stops = torch.tensor([i for i in (config.eos_token_id, config.eot_token_id) if i is not None], device=ids.device)
+    return int((~torch.isin(ids, stops).any(-1)).sum())
 
 
 class WhisperLladaASRPipeline(ChunkPipeline):
@@ -124,50 +213,78 @@ class WhisperLladaASRPipeline(ChunkPipeline):
     Inputs: a file path, raw bytes, a 16 kHz numpy array, or `{"raw" | "array": ndarray, "sampling_rate": int}` at any
     rate (resampled with soxr; stereo is downmixed), one at a time, as a list, or from a generator; `batch_size=N`
     decodes N windows at once. Audio longer than 30 s is split in pauses (`chunk_length_s`, default 20 s when needed;
-    `stride_length_s`: the stretch at each window's end where the cut is sought; see the module docstring).
-    `generate_kwargs` (and the top-level `decoding`, `steps`, `gen_length`, ...) are resolved once into the model's
-    generation config (`model.resolve_decoding`: unknown names raise before any audio is read). Audio is read with
-    soundfile, so neither ffmpeg nor torchaudio is needed."""
+    0 or None: as transformers, no chunking asked for; `stride_length_s`: the stretch at each window's end where the
+    cut is sought; see the module docstring). `return_timestamps="word"` adds `chunks`: each word with its (start, end)
+    in seconds from a CTC alignment of the transcript (needs a CTC head); `return_timestamps=True`: one chunk per
+    window. `generate_kwargs` (and the top-level `decoding`, `steps`, `gen_length`, ...) are resolved once into the
+    model's generation config (`model.resolve_decoding`: unknown names raise before any audio is read);
+    `generate_kwargs={"hypothesis": "text"}` starts D from a first-pass transcript. Whisper's `language="en"` and
+    `task="transcribe"` are accepted (English transcription is what the model does). Audio is read with soundfile, so
+    neither ffmpeg nor torchaudio is needed."""
 
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = True
     _load_tokenizer = True
 
-    def _sanitize_parameters(self, generate_kwargs=None, chunk_length_s=None, stride_length_s=None, **kwargs):
-        for name, reason in UNSUPPORTED_OPTIONS.items():
-            if kwargs.pop(name, None) not in (None, False):
-                raise ValueError(f"`{name}` is not supported by whisper-llada: {reason}.")
+    def _sanitize_parameters(self, generate_kwargs=None, chunk_length_s=None, stride_length_s=None,
+                             return_timestamps=None, **kwargs):
         settings = {**(generate_kwargs or {}), **kwargs}  # decoding, steps, gen_length, ...
+        accept_whisper_options(settings)
+        if return_timestamps not in (None, False, True, "word"):
+            raise ValueError(f"return_timestamps must be True (one chunk per window), 'word' or False, got "
+                             f"{return_timestamps!r}.")
+        if return_timestamps:
+            self.model._require_ctc_head("return_timestamps (a CTC alignment of the transcript)")
+        hypothesis = settings.pop("hypothesis", None)
         generation_config = self.model.resolve_decoding(settings.pop("decoding", None),
                                                         settings.pop("generation_config", None), **settings)
-        return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s},
-                {"generation_config": generation_config}, {})
+        if hypothesis is not None and not getattr(generation_config, "anchored", False):
+            raise ValueError(f"a hypothesis is D's start: pass decoding='D' with it, not {generation_config.name}.")
+        return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s, "hypothesis": hypothesis},
+                {"generation_config": generation_config, "return_timestamps": return_timestamps},
+                {"return_timestamps": return_timestamps})
 
     @property
     def asr_processor(self) -> WhisperLladaProcessor:
         if getattr(self, "_asr_processor", None) is None:
-            self._asr_processor = WhisperLladaProcessor(self.feature_extractor, self.tokenizer)
+            self._asr_processor = processor_for(self.model, self.feature_extractor, self.tokenizer)
         return self._asr_processor
 
-    def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None):
+    def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None, hypothesis=None):
         rate = self.feature_extractor.sampling_rate
         wave = load_audio(inputs, rate)
         ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s)
+        if hypothesis is not None and len(ranges) > 1:
+            raise ValueError(f"a hypothesis is D's start for audio of one window; this audio is {len(wave) / rate:.1f} "
+                             f"s, {len(ranges)} windows: transcribe it window by window, or without the hypothesis.")
         for number, (start, end) in enumerate(ranges):
             features = self.asr_processor(audio=wave[start:end], sampling_rate=rate)
             yield {"is_last": number == len(ranges) - 1, "input_features": features["input_features"],
-                   "attention_mask": features["attention_mask"]}
+                   "attention_mask": features["attention_mask"], "span": (start / rate, end / rate),
+                   "hypothesis": None if hypothesis is None else self.asr_processor.encode_text(hypothesis.strip())}
 
-    def _forward(self, model_inputs, generation_config=None):
-        is_last = model_inputs.pop("is_last")
-        ids = generate_ids(self.model, model_inputs["input_features"], model_inputs["attention_mask"],
-                           generation_config or self.model.resolve_decoding())
-        return {"is_last": is_last, "ids": ids}
+    def _forward(self, model_inputs, generation_config=None, return_timestamps=None):
+        is_last, span, hypothesis = (model_inputs.pop(k) for k in ("is_last", "span", "hypothesis"))
+        hypotheses = hypothesis if isinstance(is_last, list) else [hypothesis]  # a list when windows are batched
+        firsts = None if all(h is None for h in hypotheses) else [h or [] for h in hypotheses]
+        ids, times = generate_window(self.model, model_inputs["input_features"], model_inputs["attention_mask"],
+                                     generation_config or self.model.resolve_decoding(), bool(return_timestamps),
+                                     firsts)
+        return {"is_last": is_last, "ids": ids, "times": times, "span": span}
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs, return_timestamps=None):
         texts = [self.asr_processor.batch_decode(output["ids"].reshape(1, -1))[0] for output in model_outputs]
-        return {"text": join_texts(texts)}
+        result = {"text": join_texts(texts)}
+        if return_timestamps == "word":
+            result["chunks"] = [word for output in model_outputs for word in window_words(
+                self.asr_processor, output["ids"].reshape(-1).tolist(), output["times"].reshape(-1, 2),
+                *map(float, output["span"]))]
+        elif return_timestamps:
+            result["chunks"] = [{"text": text, "timestamp": tuple(round(float(t), 3) for t in output["span"])}
+                                for text, output in zip(texts, model_outputs) if text]
+        return result
 
 
-__all__ = ["WhisperLladaASRPipeline", "transcribe", "split_long_audio", "generate_ids", "DEFAULT_CHUNK_LENGTH_S"]
+__all__ = ["WhisperLladaASRPipeline", "transcribe", "split_long_audio", "generate_ids", "generate_window",
+           "window_words", "processor_for", "accept_whisper_options", "DEFAULT_CHUNK_LENGTH_S"]

@@ -95,10 +95,11 @@ class CTCUnits:
             elif skip_unspellable:
                 best[start] = best[start + 1]  # the character at `start` is left out
         if best[0] is None:
-            bad = next((c for c in piece if c not in self.string_to_id), piece)
+            word = self.tokenizer.convert_tokens_to_string([piece]).strip()
+            bad = next((c for c in word if not all(p in self.string_to_id for p in pre_tokenize(self.tokenizer, c))),
+                       word)
             raise UnspellableError(
-                f"CTC units cannot spell {self.tokenizer.convert_tokens_to_string([piece])!r}: no unit writes "
-                f"{self.tokenizer.convert_tokens_to_string([bad])!r} (a unit set spells the characters of "
+                f"CTC units cannot spell {word!r}: no unit writes {bad!r} (a unit set spells the characters of "
                 f"{DEFAULT_ALPHABET!r} and of the text it was chosen from).")
         return best[0]
 

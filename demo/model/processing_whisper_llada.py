@@ -112,10 +112,19 @@ def _as_mono(array: Any, name: str) -> np.ndarray:
     if torch.is_tensor(array):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
-    if array.dtype.kind == "i":  # integer PCM
+    if array.dtype.kind == "i":  # signed integer PCM
         array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    elif array.dtype.kind == "u":  # unsigned integer PCM (e.g. 8-bit WAV data): centred on the middle value
+        middle = (float(np.iinfo(array.dtype).max) + 1.0) / 2.0
+        array = (array.astype(np.float32) - middle) / middle
     elif array.dtype.kind != "f":
         raise AudioInputError(f"Audio {name} must be a float (or integer PCM) waveform, got dtype {array.dtype}.")
+    elif np.isfinite(array).any() and float(np.max(np.abs(array[np.isfinite(array)]))) > 2.0:
+        peak = float(np.max(np.abs(array[np.isfinite(array)])))  # (non-finite samples are refused further on)
+        logger.warning(
+            "Audio %s: float samples reach %.0f, but float audio is read as [-1, 1]%s. Scale it (e.g. divide "
+            "16-bit values by 32768) or pass the integer array itself, which is scaled for you.", name, peak,
+            " (this looks like unscaled 16-bit PCM)" if peak <= 32768 else "")
     if array.ndim == 2:  # (channels, samples) or (samples, channels): average over the short axis
         if min(array.shape) > MAX_CHANNELS:
             raise AudioInputError(
