@@ -111,6 +111,8 @@ def record_default_decoding(model, decoding: Optional[str]) -> None:
             return
         decoding = "D"
     model.generation_config = model.resolve_decoding(decoding)
+    if model.generation_config.decoding is not None:  # e.g. "D,steps=8": the model's own D, what "D" then means
+        model.generation_config.explicit = []
 
 
 def record_answer_rate(model, processor, dataset, quantile: float = 0.999) -> None:

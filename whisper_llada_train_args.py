@@ -131,10 +131,11 @@ class ModelArguments:
                                         "(C: gen_length / 16)."})
     anchor_prob: Optional[float] = field(
         default=None, metadata={"help": "Masked-diffusion decoders with a CTC head: this share of the training samples "
-                                        "is corrupted as decoding D presents it (the greedy CTC reading aligned to the "
-                                        "answer, its tokens under --anchor_threshold and the ones it missed masked) "
-                                        "and the decoder learns to fill those masks (default: the model's setting, 0 "
-                                        "for a new model)."})
+                                        "becomes an editor example of the CTC reading as decoding D presents it (the "
+                                        "greedy reading, its tokens under --anchor_threshold masked; each position's "
+                                        "target is the transcript token aligned to it, or the CTC blank, which "
+                                        "decodes to nothing, for a token written in excess) (default: the model's "
+                                        "setting, 0 for a new model)."})
     anchor_threshold: Optional[float] = field(
         default=None, metadata={"help": "With --anchor_prob: CTC tokens below this confidence are masked (D's "
                                         "anchor_threshold)."})

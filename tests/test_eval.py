@@ -326,3 +326,25 @@ def test_default_dtype_is_bfloat16_on_a_cpu_with_native_bf16(tiny_checkpoint, ma
     monkeypatch.setattr(whisper_llada_eval, "cpu_has_native_bf16", lambda: True)
     run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A", "--max_utterances", "1")
     assert json.loads((tmp_path / "results.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_answers_cut_at_gen_length_are_counted_per_row_and_warned_about(tiny_checkpoint, manifest, tmp_path, caplog):
+    """An answer that fills gen_length without an end of text may be cut: the row counts them (`cut_answers`, the
+    pipeline's own count for the same audio and settings) and eval warns naming the setting."""
+    import logging
+
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from pipeline_whisper_llada import transcribe
+    from processing_whisper_llada import WhisperLladaProcessor, load_audio
+    from whisper_llada_data import read_manifest
+
+    with caplog.at_level(logging.WARNING):
+        run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "A,gen_length=4", "--dtype", "float32")
+    row = json.loads((tmp_path / "results.json").read_text())["results"][0]
+    model = WhisperLladaForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+    processor = WhisperLladaProcessor.from_pretrained(tiny_checkpoint)
+    stats: dict = {}
+    waves = [load_audio(r["audio"], 16000) for r in read_manifest(manifest)]
+    transcribe(model, processor, waves, generation_config=model.resolve_decoding("A,gen_length=4"), stats=stats)
+    assert row["cut_answers"] == stats["cut_answers"] > 0  # a random tiny decoder rarely ends within 4 tokens
+    assert "filled their whole length without an end of text" in caplog.text and "gen_length" in caplog.text
