@@ -34,7 +34,7 @@ from text_normalization import normalize_text, word_error_counts
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
     cpu_has_native_bf16, load_models, load_splits, resolve_device, safe_name, spread_subset
 from whisper_llada_io import describe_source
-from whisper_llada_eval_first_pass import check_first_pass, first_pass_texts, write_first_pass
+from whisper_llada_eval_first_pass import check_first_pass, first_pass_texts, transcript_form, write_first_pass
 from whisper_llada_eval_shards import Shards, merge_shards, shard_job
 from whisper_llada_report import HypothesesFile, new_report, write_report
 
@@ -226,7 +226,8 @@ def plan_jobs(models: list[LoadedModel], splits: list[SplitData], request: Decod
                 texts = None
                 if from_first_pass:
                     signature["first_pass"] = first_pass[0]
-                    texts = first_pass[1].get(data.split.name, {})
+                    signature["first_pass_form"] = "transcript_form"
+                    texts = {key: transcript_form(text) for key, text in first_pass[1].get(data.split.name, {}).items()}
                 jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature), len(full.records),
                                 texts))
     paths = [job.hypotheses.path.name for job in jobs]

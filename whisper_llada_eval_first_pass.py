@@ -21,6 +21,7 @@ import torch
 
 from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
+from whisper_llada_data import normalize_transcript
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, SplitData
 
 logger = logging.getLogger("eval_hf")
@@ -124,6 +125,19 @@ def first_pass_texts(source: str, splits: list[SplitData], device: torch.device,
     return texts, []
 
 
+def transcript_form(text: str) -> str:
+    """A first pass in the form of the transcripts the model was trained on, as D's start: training targets are
+    `whisper_llada_data.normalize_transcript(text)` of LibriSpeech-style references (lower case, no punctuation), so
+    a recogniser's casing and punctuation ("After Mister Crow, ...") would be tokens the model never wrote and its CTC
+    head never scored. Lower case; letters, digits, apostrophes and spaces kept; other characters become spaces.
+
+    >>> transcript_form(" After Mister Crow flew back, he said: Don't!")
+    "after mister crow flew back he said don't"
+    """
+    kept = "".join(c if c.isalnum() or c in "' " else " " for c in text.lower())
+    return normalize_transcript(kept)
+
+
 def write_first_pass(out_dir: Path, texts: dict[str, dict[str, str]]) -> None:
     """out_dir/first_pass.json: {key: first-pass text} of every split (reusable as a --first_pass file's content)."""
     from whisper_llada_io import write_atomic
@@ -132,4 +146,4 @@ def write_first_pass(out_dir: Path, texts: dict[str, dict[str, str]]) -> None:
     write_atomic(Path(out_dir) / "first_pass.json", json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
 
 
-__all__ = ["check_first_pass", "first_pass_texts", "read_first_pass_file", "write_first_pass"]
+__all__ = ["check_first_pass", "first_pass_texts", "read_first_pass_file", "transcript_form", "write_first_pass"]

@@ -161,3 +161,21 @@ def test_without_an_attention_mask_the_audio_length_is_read_off_the_features():
         with_mask = model.generate(**feats, **settings)
         without = model.generate(input_features=feats.input_features, **settings)
         assert torch.equal(with_mask, without)
+
+
+def test_a_model_s_recorded_d_is_what_decoding_d_means_for_it(tmp_path):
+    """A default recorded as "D,anchor_threshold=0.9,steps=8" (train_hf, the demo model): decoding="D", the pipeline's
+    and eval_hf.py's "D", keep those settings after a save and load; other presets and explicit settings still apply."""
+    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+
+    model = ctc_model()
+    model.generation_config = model.resolve_decoding("D,anchor_threshold=0.9,steps=8")
+    model.generation_config.explicit = []
+    model.save_pretrained(tmp_path)
+    loaded = WhisperLladaForConditionalGeneration.from_pretrained(tmp_path)
+    own = loaded.resolve_decoding("D")
+    assert (own.decoding, own.steps, own.anchor_threshold, own.name) == ("D", 8, 0.9, "D")
+    assert loaded.resolve_decoding("D,steps=2").steps == 2 and loaded.resolve_decoding("B").steps == 8
+    assert not loaded.resolve_decoding("A").anchored
+    feats = features(2)
+    assert torch.equal(loaded.generate(**feats), loaded.generate(**feats, decoding="D"))

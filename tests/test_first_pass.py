@@ -36,3 +36,29 @@ def test_a_bad_first_pass_is_one_error_before_decoding(tiny_ctc_checkpoint, mani
     bad.write_text('{"key": "x"}\n')
     with pytest.raises(SystemExit, match="line 1: expected a JSON object with \"key\" and \"hypothesis\""):
         run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "D", "--first_pass", str(bad))
+
+
+def test_d_starts_from_the_first_pass_in_the_model_s_transcript_form(tiny_ctc_checkpoint, manifest, tmp_path,
+                                                                      monkeypatch):
+    """A recogniser's casing and punctuation are not what the model was trained to write: D gets the first pass as
+    its training transcripts look (lower case, no punctuation); the first pass's own row is scored as given."""
+    import pipeline_whisper_llada
+    from whisper_llada_data import read_manifest
+    from whisper_llada_eval_first_pass import transcript_form
+
+    assert transcript_form(" After Mister Crow flew back, he said: Don't!") == "after mister crow flew back he said don't"
+    keys = [r["key"] for r in read_manifest(manifest)]
+    hypotheses = tmp_path / "cased.jsonl"
+    hypotheses.write_text("".join(json.dumps({"key": k, "hypothesis": f"Hello, World! It's {i}."}) + "\n"
+                                  for i, k in enumerate(keys)))
+    seen = []
+    original = pipeline_whisper_llada.transcribe
+
+    def recording(*args, hypotheses=None, **kwargs):
+        if hypotheses is not None:
+            seen.extend(hypotheses)
+        return original(*args, hypotheses=hypotheses, **kwargs)
+
+    monkeypatch.setattr("whisper_llada_eval.transcribe", recording)
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "out", "--decoding", "D", "--first_pass", str(hypotheses))
+    assert sorted(seen) == sorted(f"hello world it's {i}" for i in range(len(keys)))

@@ -161,3 +161,43 @@ def test_unscaled_float_pcm_is_warned_about_and_unsigned_pcm_is_read(caplog):
     assert "looks like unscaled 16-bit PCM" in caplog.text
     unsigned = np.round(wave * 127 + 128).astype(np.uint8)
     np.testing.assert_allclose(load_audio({"array": unsigned, "sampling_rate": 16000}), wave, atol=0.01)
+
+
+def test_train_hf_help_lists_what_the_recipes_use():
+    out = subprocess.run([sys.executable, str(ROOT / "train_hf.py"), "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "trainable+encoder" in text  # the demo's checkpoint_weights
+    assert "Resume an interrupted run: true (or last)" in text  # this package's words, not transformers'
+
+
+def test_lab_tools_live_in_tools_and_the_data_library_imports_no_command():
+    import ast
+
+    assert not [p.name for p in (ROOT / "demo").glob("*.py") if p.name != "app.py"]  # demo/: model, clips, app
+    assert {"diagnostics.py", "swap_projector.py", "convert_ar_to_diffusion.py", "synthesize_speech.py"} <= {
+        p.name for p in (ROOT / "tools").glob("*.py")}
+    tree = ast.parse((ROOT / "whisper_llada_data.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "whisper_llada_data_prep" not in imported  # the commands import the library, not the other way round
+
+
+def test_recipe_headers_do_not_claim_the_bundled_model_unless_they_made_it():
+    for recipe in sorted((ROOT / "configs").rglob("*.yaml")):
+        if "shipped demo/model" in recipe.read_text() or "bundled demo/model" in recipe.read_text():
+            assert recipe.name == "whisper-tiny_smollm2-mixture-diffusion.yaml", recipe
+
+
+@pytest.mark.parametrize("doc", ["BENCHMARKS.md", "demo/README.md"])
+def test_long_docs_lead_with_the_current_model_and_keep_dated_runs_under_history_newest_first(doc):
+    import re
+
+    text = (ROOT / doc).read_text()
+    assert text.count("\n# History") == 1, "one History heading"
+    current, history = text.split("\n# History", 1)
+    assert "2026-11" not in "".join(re.findall(r"^## .*$", current, flags=re.M))  # no old run leads
+    dates = [re.search(r"\d{4}-\d{2}-\d{2}", h).group(0) for h in re.findall(r"^## .*$", history, flags=re.M)
+             if re.search(r"\d{4}-\d{2}-\d{2}", h)]
+    assert dates and dates == sorted(dates, reverse=True)

@@ -351,14 +351,18 @@ def word_times(model_dir: str, whisper_dir: str, manifest: str, gap_s: float = 1
             starts.append(abs(a[index][0] - b[index][0]))
             ends.append(abs(a[index][1] - b[index][1]))
         counted += len(reference.split())
-    early, second_words = 0, 0
+    early, second_words, in_gap = 0, 0, 0
     for first, second, alone_first in zip(waves[:-1], waves[1:], ours[:-1]):
         joined = np.concatenate([first, np.zeros(int(gap_s * 16000), np.float32), second])
         chunks = transcribe(model, processor, [joined], return_timestamps="word")[0]["chunks"]
         end_of_first = len(first) / 16000
-        later = chunks[len(alone_first["chunks"]):]  # the words after as many as the first clip has alone
+        # the words after as many as the first clip has alone: when the joined reading of the first clip has a word
+        # more than its reading alone, that word is counted here too (an upper bound)
+        later = chunks[len(alone_first["chunks"]):]
         second_words += len(later)
         early += sum(c["timestamp"][0] is not None and c["timestamp"][0] < end_of_first for c in later)
+        in_gap += sum(c["timestamp"][0] is not None and end_of_first <= c["timestamp"][0] < end_of_first + gap_s
+                      for c in chunks)  # no word should start in the silence
 
     def stats(values):
         values = sorted(values)
@@ -368,7 +372,7 @@ def word_times(model_dir: str, whisper_dir: str, manifest: str, gap_s: float = 1
     return {"data": manifest, "reference_words": counted, "words_both_right": len(starts),
             "start_abs_diff_s": stats(starts), "end_abs_diff_s": stats(ends),
             "joined_pairs": len(waves) - 1, "second_clip_words": second_words,
-            "second_clip_words_starting_before_first_clip_end": early}
+            "second_clip_words_starting_before_first_clip_end": early, "words_starting_in_the_silence": in_gap}
 
 
 def main(argv=None) -> int:
