@@ -128,9 +128,25 @@ def _results_table(results: dict) -> list[str]:
     return lines
 
 
+def _preset_row(name: str, gen_length: int, default_decoding: str | None, default_settings: dict | None) -> str:
+    """A row of the presets table; the model's default preset with its own recorded settings (e.g. its D's steps and
+    anchor threshold), the CTC reading without decoder steps."""
+    steps, block = DECODING_PRESETS[name]["steps"], gen_length // DECODING_PRESETS[name]["num_blocks"]
+    meaning = PRESET_MEANINGS[name]
+    if name == "CTC":
+        steps = block = "–"
+    elif name == default_decoding and default_settings:
+        steps, block = default_settings.get("steps", steps), default_settings.get("block_length") or block
+        own = ", ".join(f"{k} {default_settings[k]}" for k in ("anchor_threshold", "ctc_fusion", "ctc_top_k")
+                        if default_settings.get("anchored") and default_settings.get(k))
+        meaning += f"; **this model's default**" + (f" ({own})" if own else "")
+    return f"| {name} | {meaning} | {steps} | {block} |"
+
+
 def model_card_text(config: dict, results: dict | None = None, *, title: str | None = None,
                     description: str | None = None, repo_id: str | None = None, gen_length: int | None = None,
-                    default_decoding: str | None = None, **metadata_kwargs) -> str:
+                    default_decoding: str | None = None, default_settings: dict | None = None,
+                    **metadata_kwargs) -> str:
     """The full README.md: YAML front matter (`model_card_metadata(config, results, **metadata_kwargs)`) and a
     markdown body (the model, usage, decoding presets at `gen_length`, results). `repo_id` is the name in the usage
     snippet."""
@@ -170,8 +186,7 @@ def model_card_text(config: dict, results: dict | None = None, *, title: str | N
         presets = [k for k in DECODING_PRESETS if k not in ("D", "CTC") or config.get("ctc_blank_id") is not None]
         body += ["## Decoding presets", "", f"`model.generate(decoding=...)`, gen_length {gen}:", "",
                  "| preset | meaning | steps | block_length |", "|---|---|---:|---:|",
-                 *(f"| {k} | {PRESET_MEANINGS[k]} | {DECODING_PRESETS[k]['steps']} | "
-                   f"{gen // DECODING_PRESETS[k]['num_blocks']} |" for k in presets), "",
+                 *(_preset_row(k, gen, default_decoding, default_settings) for k in presets), "",
                  "Other `generate` arguments: `steps`, `gen_length`, `block_length`, `temperature`, `remasking`, "
                  "`tokens_per_second`, `anchor_threshold`, `anchor_slack`, `ctc_fusion` and `ctc_top_k` (D), and the "
                  "opt-in approximations `kv_cache`, `threshold`, `early_stop`.", ""]
@@ -216,6 +231,7 @@ def write_model_card(directory, results=None, *, overwrite: bool = False, **kwar
         saved = json.loads(generation.read_text(encoding="utf-8"))
         kwargs.setdefault("gen_length", saved.get("gen_length"))
         kwargs.setdefault("default_decoding", saved.get("decoding"))
+        kwargs.setdefault("default_settings", saved)
     text = model_card_text(config, results, **kwargs)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".README.", suffix=".tmp")
     try:
