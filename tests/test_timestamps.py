@@ -39,7 +39,13 @@ def test_words_from_token_pieces_end_where_the_next_starts_and_are_offset():
     times = [(0.0, 0.1), (0.5, 0.6), (0.7, 0.8), (1.2, 1.3), None, None]
     chunks = word_chunks(pieces, times, offset=10.0, end_of_audio=11.5)
     assert chunks == [{"text": "the", "timestamp": (10.0, 10.5)}, {"text": "knitting", "timestamp": (10.5, 11.2)},
-                      {"text": "needles", "timestamp": (11.2, 11.3)}, {"text": "x", "timestamp": (None, None)}]
+                      {"text": "needles", "timestamp": (11.2, 11.3)}, {"text": "x", "timestamp": (11.3, 11.5)}]
+    # words the CTC cannot write (no aligned token) share the time between their aligned neighbours
+    pieces = [" after", " mister", " crow", " flew", " back"]
+    times = [(0.5, 0.6), (0.9, 1.0), None, (1.6, 1.7), (2.0, 2.1)]
+    stamps = [c["timestamp"] for c in word_chunks(pieces, times)]
+    assert stamps == [(0.5, 0.9), (0.9, 1.0), (1.0, 1.6), (1.6, 2.0), (2.0, 2.1)]
+    assert [c["timestamp"] for c in word_chunks([" a", " b"], [None, None])] == [(None, None), (None, None)]
 
 
 @pytest.fixture(scope="module")

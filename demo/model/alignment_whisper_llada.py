@@ -86,25 +86,43 @@ def word_chunks(pieces: list[str], times: list[tuple[float, float] | None], offs
     their `times` ((start, end) seconds from the window's start; None: not aligned, e.g. a token the CTC cannot
     write): `[{"text", "timestamp": (start, end)}]`, offset by `offset` (the window's start) and ended no later than
     `end_of_audio`, in the format of transformers' ASR pipelines. A word ends where the next one starts (CTC marks a
-    token at its onset), or at its last token's end for the last word."""
+    token at its onset), or at its last token's end for the last word. Words with no aligned token share the time
+    between their aligned neighbours evenly; (None, None) only when no word of the window is aligned."""
     words: list[tuple[str, list[tuple[float, float]]]] = []
     for piece, time in zip(pieces, times):
         if not words or piece[:1].isspace():
             words.append(("", []))
         text, found = words[-1]
         words[-1] = (text + piece, found + ([time] if time is not None else []))
-    chunks = []
-    for index, (text, found) in enumerate(words):
-        if not text.strip():
+    words = [(text, found) for text, found in words if text.strip()]
+    spans: list[list[float] | None] = [[min(t[0] for t in f), max(t[1] for t in f)] if f else None for _, f in words]
+    for index, span in enumerate(spans):  # an aligned word ends where the next word (aligned) starts
+        if span is not None and index + 1 < len(spans) and spans[index + 1] is not None:
+            span[1] = max(span[1], spans[index + 1][0])
+    index = 0
+    while index < len(spans):  # runs of unaligned words between aligned neighbours share the gap
+        if spans[index] is not None:
+            index += 1
             continue
-        start = min(t[0] for t in found) if found else None
-        following = next((min(t[0] for t in f) for _, f in words[index + 1:] if f), None)
-        end = max(t[1] for t in found) if found else None
-        if following is not None and end is not None:
-            end = max(end, following)
-        stamp = (None if start is None else round(offset + start, 3), None if end is None else round(offset + end, 3))
+        last = index
+        while last < len(spans) and spans[last] is None:
+            last += 1
+        before = spans[index - 1][1] if index > 0 else None
+        after = spans[last][0] if last < len(spans) else None
+        if before is None and after is not None:  # leading words: from the window's start
+            before = 0.0 if after > 0.0 else after
+        if after is None and before is not None:
+            after = before if end_of_audio is None else max(before, end_of_audio - offset)
+        if before is not None and after is not None:
+            step = (after - before) / (last - index)
+            for k in range(index, last):
+                spans[k] = [before + step * (k - index), before + step * (k - index + 1)]
+        index = last
+    chunks = []
+    for (text, _), span in zip(words, spans):
+        stamp = (None, None) if span is None else (round(offset + span[0], 3), round(offset + span[1], 3))
         if end_of_audio is not None and stamp[1] is not None:
-            stamp = (stamp[0], min(stamp[1], round(end_of_audio, 3)))
+            stamp = (min(stamp[0], round(end_of_audio, 3)), min(stamp[1], round(end_of_audio, 3)))
         chunks.append({"text": text.strip(), "timestamp": stamp})
     return chunks
 
