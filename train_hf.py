@@ -110,9 +110,7 @@ def record_default_decoding(model, decoding: Optional[str]) -> None:
         if model.config.decoder_type != "llada" or model.config.ctc_blank_id is None:
             return
         decoding = "D"
-    model.generation_config = model.resolve_decoding(decoding)
-    if model.generation_config.decoding is not None:  # e.g. "D,steps=8": the model's own D, what "D" then means
-        model.generation_config.explicit = []
+    model.generation_config = model.resolve_decoding(decoding)  # a preset: no explicit settings on top of it
 
 
 def record_answer_rate(model, processor, dataset, quantile: float = 0.999) -> None:
