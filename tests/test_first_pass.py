@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from conftest import WHISPER_TINY, needs_shared, read_jsonl, run_eval
+from conftest import needs_whisper_tokenizer, WHISPER_TINY, needs_shared, read_jsonl, run_eval
 
-pytestmark = needs_shared(WHISPER_TINY)
+pytestmark = needs_whisper_tokenizer
 
 
+@needs_shared(WHISPER_TINY)
 def test_whisper_first_pass_rows_and_d_refined_from_it(tiny_ctc_checkpoint, manifest, tmp_path):
     run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "w", "--decoding", "D", "--first_pass", f"whisper:{WHISPER_TINY}")
     rows = json.loads((tmp_path / "w" / "results.json").read_text())["results"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HIDE_THIS_PACKAGE, WHISPER_TINY, make_pipeline, make_tiny_asr_model, needs_shared
+from conftest import needs_whisper_tokenizer, HIDE_THIS_PACKAGE, make_pipeline, make_tiny_asr_model
 from pipeline_whisper_llada import split_long_audio, transcribe
 
 RATE = 16000
@@ -62,7 +62,7 @@ def asr_parts(processor):
     return make_tiny_asr_model(processor), processor
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_pipeline_batch_size_and_generator_equal_one_by_one(asr_parts):
     model, processor = asr_parts
     asr = make_pipeline(model, processor)
@@ -92,7 +92,7 @@ CHILD = HIDE_THIS_PACKAGE + textwrap.dedent(
 )
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_long_clip_through_remote_code_pipeline_in_clean_process(asr_parts, tmp_path):
     model, processor = asr_parts
     saved = tmp_path / "model"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import LLADA_META, WHISPER_TINY, needs_shared, synthetic_speech
+from conftest import needs_whisper_tokenizer, LLADA_META, needs_shared, synthetic_speech
 
-pytestmark = needs_shared(WHISPER_TINY)
+pytestmark = needs_whisper_tokenizer
 
 SPEECH = "<|speech|>"
 

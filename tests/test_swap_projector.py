@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import ROOT, WHISPER_TINY, make_tiny_asr_model, needs_shared
+from conftest import needs_whisper_tokenizer, ROOT, make_tiny_asr_model
 
 
 def _tool():
@@ -20,7 +20,7 @@ def _save(model, processor, path):
     return str(path)
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_the_projector_moves_and_everything_else_stays(processor, tmp_path):
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
@@ -39,7 +39,7 @@ def test_the_projector_moves_and_everything_else_stays(processor, tmp_path):
     assert out.generation_config.steps == 2 and (tmp_path / "out" / "tokenizer.json").exists()
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_a_donor_that_reads_speech_differently_is_refused_before_anything_is_written(processor, tmp_path):
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 

@@ -8,8 +8,8 @@ import string
 import pytest
 import torch
 
-from conftest import (DEMO_AUDIO, ROOT, WHISPER_TINY, load_in_clean_process, make_processor, make_tiny_asr_model,
-                      needs_shared, read_jsonl, synthetic_speech)
+from conftest import (needs_whisper_tokenizer, DEMO_AUDIO, ROOT, load_in_clean_process, make_processor, make_tiny_asr_model,
+                      read_jsonl, synthetic_speech)
 from processing_ctc_units import DEFAULT_ALPHABET, CTCUnits, UnspellableError, spelling_ids
 from whisper_llada_data import normalize_transcript
 
@@ -88,7 +88,7 @@ def test_processor_spells_labels_in_units_and_keeps_them_when_saved(tokenizer, t
     assert again.ctc_units == units.ids and torch.equal(again(text=["knitting needles", "a"])["labels"], labels)
 
 
-@needs_shared(WHISPER_TINY)
+@needs_whisper_tokenizer
 def test_a_checkpoint_with_a_unit_set_saves_loads_as_remote_code_and_decodes(texts, tmp_path):
     processor = make_processor()
     units = CTCUnits.choose(processor.tokenizer, texts, 120)
