@@ -37,7 +37,8 @@ from processing_whisper_llada import (CHATML_TEMPLATE, WhisperLladaProcessor, bu
 REMOTE_CODE_FILES = ("configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
                      "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "modeling_llada.py",
                      "modeling_causal_decoder.py", "generation_llada.py", "generation_whisper_llada.py",
-                     "alignment_whisper_llada.py", "processing_whisper_llada.py", "processing_ctc_units.py",
+                     "generation_deliberation.py", "modeling_first_pass.py", "alignment_whisper_llada.py",
+                     "processing_whisper_llada.py", "processing_ctc_units.py",
                      "pipeline_whisper_llada.py", "modelcard_whisper_llada.py")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "fp32": torch.float32,

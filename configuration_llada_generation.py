@@ -28,8 +28,15 @@ DECODING_PRESETS: dict[str, dict[str, Any]] = {
     # generation_config.json holds those chosen on validation; a model whose default decoding is D keeps its steps too
     "D": {"steps": 1, "num_blocks": 1, "anchored": True},
     "CTC": {"steps": 1, "num_blocks": 1, "ctc_reading": True},
+    # deliberation (Whisper-LLaDA's best setting): D from the model's own first pass (a Whisper recogniser named in its
+    # config, `first_pass`): the words the first pass is unsure of (`anchor_threshold` on its own word confidences)
+    # re-masked with `anchor_slack` extra slots per masked stretch, refilled by the decoder; with `first_pass_beams` >
+    # 1 and `rescore_weight`, its N-best rescored by the decoder first. first_pass: that transcript alone.
+    "deliberation": {"steps": 1, "num_blocks": 1, "anchored": True, "first_pass": True},
+    "first_pass": {"steps": 1, "num_blocks": 1, "first_pass": True},
 }
-MODE_FLAGS = ("anchored", "ctc_reading")  # what a preset sets besides its settings: how the answer starts
+# what a preset sets besides its settings: how the answer starts (a hypothesis, the CTC reading, the first pass)
+MODE_FLAGS = ("anchored", "ctc_reading", "first_pass")
 
 # The settings `generate()` takes, with the parsers used for "key=value" strings.
 _BOOL = lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")  # noqa: E731
@@ -47,9 +54,13 @@ LLADA_SETTINGS: dict[str, Any] = {
     "ctc_fusion": float,
     "ctc_top_k": int,
     "tokens_per_second": float,
+    "first_pass_beams": int,
+    "rescore_weight": float,
+    "rescore_passes": int,
 }
 APPROXIMATE_SETTINGS = ("threshold", "kv_cache", "early_stop")
 ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack", "ctc_fusion", "ctc_top_k")
+FIRST_PASS_SETTINGS = ("first_pass_beams", "rescore_weight", "rescore_passes")
 
 
 class LladaGenerationConfig(GenerationConfig):
@@ -73,6 +84,16 @@ class LladaGenerationConfig(GenerationConfig):
             reading back, exactly).
         ctc_top_k: D: a masked slot holding a CTC token may only take one of the CTC's k best classes there.
         ctc_reading: the CTC head's greedy reading, without the decoder (preset CTC).
+        first_pass: start from the model's first pass (presets deliberation and first_pass; `config.first_pass` of
+            the speech model names the recogniser).
+        first_pass_beams: deliberation: the first pass's beam size (1: greedy); its best hypothesis is refined.
+        rescore_weight: deliberation with first_pass_beams > 1: the N-best hypotheses are rescored by the first
+            pass's log-probability + rescore_weight x the decoder's audio-conditioned pseudo-log-likelihood (each
+            token masked in one of `rescore_passes` passes); None = the first pass's own best.
+        rescore_passes: the number of masked passes of that pseudo-log-likelihood (token i is masked in pass
+            i mod rescore_passes).
+        preset_settings: the settings a model recorded for its presets ({"D": {...}, "deliberation": {...}}, chosen
+            on validation): what `decoding="D"` means for this model, before explicit settings.
         tokens_per_second: the answer length follows the audio: a window of s seconds gets at least
             ceil(s * tokens_per_second) + 1 positions (gen_length grows when that is more; never shrinks). None: the
             fixed gen_length. D's answer length always follows its CTC reading.
@@ -97,6 +118,11 @@ class LladaGenerationConfig(GenerationConfig):
         ctc_top_k: int | None = None,
         ctc_reading: bool = False,
         tokens_per_second: float | None = None,
+        first_pass: bool = False,
+        first_pass_beams: int = 1,
+        rescore_weight: float | None = None,
+        rescore_passes: int = 4,
+        preset_settings: dict | None = None,
         decoding: str | None = None,
         mask_token_id: int | None = None,
         **kwargs: Any,
@@ -121,6 +147,11 @@ class LladaGenerationConfig(GenerationConfig):
         self.ctc_top_k = ctc_top_k
         self.ctc_reading = ctc_reading
         self.tokens_per_second = tokens_per_second
+        self.first_pass = first_pass
+        self.first_pass_beams = first_pass_beams
+        self.rescore_weight = rescore_weight
+        self.rescore_passes = rescore_passes
+        self.preset_settings = {str(k): dict(v) for k, v in (preset_settings or {}).items()}
         self.decoding = decoding
         self.explicit = list(explicit)  # the settings a caller set on top of the preset (for `name`)
         self.mask_token_id = mask_token_id
@@ -150,7 +181,8 @@ class LladaGenerationConfig(GenerationConfig):
             return config
         values = config.to_diff_dict()
         ignored = {"transformers_version", "_from_model_config", "num_beams", "do_sample", "eos_token_id",
-                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "explicit", *MODE_FLAGS}
+                   "pad_token_id", "bos_token_id", "mask_token_id", "decoding", "explicit", "preset_settings",
+                   *MODE_FLAGS}
         unknown = sorted(set(values) - set(LLADA_SETTINGS) - ignored)
         if unknown or values.get("num_beams", 1) not in (None, 1):
             bad = unknown or ["num_beams"]
@@ -162,7 +194,8 @@ class LladaGenerationConfig(GenerationConfig):
         merged = copy.deepcopy(defaults)
         merged.update(**{k: v for k, v in values.items() if k in LLADA_SETTINGS or k in ("mask_token_id",
                                                                                         "eos_token_id", "pad_token_id",
-                                                                                        "decoding", *MODE_FLAGS)})
+                                                                                        "decoding", "preset_settings",
+                                                                                        *MODE_FLAGS)})
         merged.check()
         return merged
 
@@ -197,6 +230,10 @@ class LladaGenerationConfig(GenerationConfig):
             config.update(**{k: v for k, v in preset.items() if k != "num_blocks"})
             for flag in MODE_FLAGS:
                 setattr(config, flag, preset.get(flag, False))
+            recorded = self.preset_settings.get(decoding, {})
+            config.update(**recorded)  # what this preset means for this model (chosen on validation)
+            if "block_length" in recorded:
+                num_blocks = max(1, config.gen_length // config.block_length)
             config.decoding, config.explicit = decoding, []
         for name, value in settings.items():
             if value is not None:
@@ -252,9 +289,25 @@ class LladaGenerationConfig(GenerationConfig):
             raise ValueError(f"tokens_per_second must be None or > 0, got {self.tokens_per_second!r}.")
         if not self.anchored and any(name in self.explicit for name in ANCHOR_SETTINGS):
             raise ValueError(f"{[n for n in ANCHOR_SETTINGS if n in self.explicit]} apply to anchored decoding only: "
-                             'use decoding="D".')
+                             'use decoding="D" (or "deliberation").')
         if self.anchored and self.ctc_reading:
             raise ValueError("a decoding is either anchored (D) or the CTC reading alone (CTC), not both.")
+        if self.first_pass and self.ctc_reading:
+            raise ValueError("a decoding starts from the first pass or is the CTC reading alone, not both.")
+        if not self.first_pass and any(name in self.explicit for name in FIRST_PASS_SETTINGS):
+            raise ValueError(f"{[n for n in FIRST_PASS_SETTINGS if n in self.explicit]} apply to decodings from the "
+                             'first pass only: use decoding="deliberation".')
+        for name in ("first_pass_beams", "rescore_passes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if self.rescore_weight is not None and _check_finite("rescore_weight", self.rescore_weight) < 0:
+            raise ValueError(f"rescore_weight must be None or >= 0, got {self.rescore_weight!r}.")
+        if not isinstance(self.preset_settings, dict) or any(
+                name not in DECODING_PRESETS or not isinstance(values, dict) or set(values) - set(LLADA_SETTINGS)
+                for name, values in self.preset_settings.items()):
+            raise ValueError(f"preset_settings must map preset names {sorted(DECODING_PRESETS)} to settings among "
+                             f"{list(LLADA_SETTINGS)}, got {self.preset_settings!r}.")
         if self.mask_token_id is None or self.eos_token_id is None:
             raise ValueError("The generation config needs mask_token_id and eos_token_id (the decoder's special ids).")
 
@@ -315,7 +368,14 @@ class LladaGenerationConfig(GenerationConfig):
                 "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
                 "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
                 "tokens_per_second": self.tokens_per_second,
-                **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {})}
+                **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {}),
+                **({name: getattr(self, name) for name in FIRST_PASS_SETTINGS} if self.first_pass else {})}
+
+    def record(self, decoding: str, **settings: Any) -> None:
+        """Records what `decoding` means for this model (`preset_settings`: settings chosen on validation, saved in
+        generation_config.json); keyword settings are checked as generate() arguments are."""
+        self.resolved(decoding, **settings)  # one clear error for a bad name or value
+        self.preset_settings[decoding] = {k: v for k, v in settings.items() if v is not None}
 
 
 def _format(value: Any) -> str:

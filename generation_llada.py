@@ -153,6 +153,85 @@ def editor_example(labels: torch.LongTensor, tokens: list[int], confidences: lis
     return inputs, targets
 
 
+def masked_stretches(masked: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) of each run of consecutive True values."""
+    runs, start = [], None
+    for index, flag in enumerate(list(masked) + [False]):
+        if flag and start is None:
+            start = index
+        elif not flag and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
+
+
+def deliberation_start(word_ids: list[list[int]], masked: list[bool], slack: int, mask_id: int) -> list[int]:
+    """D's start from a first pass (deliberation), before its EOS: each word's decoder tokens, the `masked` words
+    replaced by [MASK] slots, as many as their tokens plus `slack` more per stretch of consecutive masked words, so
+    that the decoder can write a word the first pass missed there (insertion) or the delete token where fewer tokens
+    are needed (deletion)."""
+    out: list[int] = []
+    stretches = {start: end for start, end in masked_stretches(masked)}
+    index = 0
+    while index < len(word_ids):
+        if index in stretches:
+            end = stretches[index]
+            out += [mask_id] * (sum(len(ids) for ids in word_ids[index:end]) + slack)
+            index = end
+        else:
+            out += word_ids[index]
+            index += 1
+    return out
+
+
+def deliberation_example(reference: list[str], words: list[str], word_ids: list[list[int]],
+                         reference_ids: list[list[int]], masked: list[bool], slack: int, width: int, mask_id: int,
+                         eos_id: int, delete_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """An editor's training example for deliberation: (input (width,), target (width,)). The input is the first pass's
+    words as `deliberation_start` presents them (the `masked` words replaced by their slots), EOS after it; the target
+    of each masked stretch's slots is the reference words the stretch stands for (the words aligned to its words by
+    `align`, and the reference words the first pass missed next to them), then `delete_id` in the slots left. Kept
+    words are their own target (no loss is taken there: prefix_loss scores [MASK] positions only). Reference words
+    missed next to kept words have no slot. `word_ids` / `reference_ids`: each word's decoder tokens. Cut to width."""
+    pairs = align(words, reference)  # for each reference word: the first-pass word it is aligned to, or None
+    stretches = masked_stretches(masked)
+    stretch_of = {index: number for number, (start, end) in enumerate(stretches) for index in range(start, end)}
+    owned: list[list[int]] = [[] for _ in stretches]  # reference word indices each stretch stands for
+    last = -1  # the first-pass word the previous reference word was aligned to
+    for position, index in enumerate(pairs):
+        if index is not None:
+            last = index
+            if index in stretch_of:
+                owned[stretch_of[index]].append(position)
+            continue
+        for neighbour in (last, last + 1):  # a missed word goes to a masked stretch beside it, if there is one
+            if neighbour in stretch_of:
+                owned[stretch_of[neighbour]].append(position)
+                break
+    inputs, targets = [], []
+    index = 0
+    starts = {start: number for number, (start, _) in enumerate(stretches)}
+    while index < len(words):
+        if index in starts:
+            number = starts[index]
+            start, end = stretches[number]
+            slots = sum(len(ids) for ids in word_ids[start:end]) + slack
+            wanted = [t for position in owned[number] for t in reference_ids[position]][:slots]
+            inputs += [mask_id] * slots
+            targets += wanted + [delete_id] * (slots - len(wanted))
+            index = end
+        else:
+            inputs += word_ids[index]
+            targets += word_ids[index]
+            index += 1
+    n = min(len(inputs), width - 1)
+    row_in = torch.full((width,), eos_id, dtype=torch.long)
+    row_target = torch.full((width,), eos_id, dtype=torch.long)
+    row_in[:n] = torch.tensor(inputs[:n], dtype=torch.long)
+    row_target[:n] = torch.tensor(targets[:n], dtype=torch.long)
+    return row_in, row_target
+
+
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
     """Gumbel-max sampling as in LLaDA: float64, exp(logits) / (-log u) ** temperature."""
     if not temperature:
@@ -450,4 +529,5 @@ class LladaGenerationMixin:
 
 
 __all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "SlotPrior", "num_transfer_schedule", "argmax_probability",
-           "anchored_answer", "editor_example", "align"]
+           "anchored_answer", "editor_example", "align", "deliberation_start", "deliberation_example",
+           "masked_stretches"]

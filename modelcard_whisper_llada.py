@@ -37,7 +37,11 @@ TASK = {"type": "automatic-speech-recognition", "name": "Automatic Speech Recogn
 PRESET_MEANINGS = {"A": "1 step", "B": "8 steps of iterative refinement",
                    "C": "8 steps per block x 16 semi-autoregressive blocks",
                    "D": "the CTC hypothesis, its uncertain tokens re-masked and refined (needs a CTC head)",
-                   "CTC": "the CTC head's greedy reading alone, no decoder (needs a CTC head): what D starts from"}
+                   "CTC": "the CTC head's greedy reading alone, no decoder (needs a CTC head): what D starts from",
+                   "deliberation": "D from the model's first pass (a Whisper recogniser, config.first_pass): the words "
+                                   "it is unsure of re-masked and refilled by the decoder (needs a first pass)",
+                   "first_pass": "the first pass's transcript alone, no decoder (needs a first pass): what "
+                                 "deliberation starts from"}
 #: eval_hf.py's names of the LibriSpeech dev/test splits -> (Hub config, Hub split).
 LIBRISPEECH = {"dev-clean": ("clean", "validation"), "dev-other": ("other", "validation"),
                "test-clean": ("clean", "test"), "test-other": ("other", "test")}
@@ -133,7 +137,7 @@ def _preset_row(name: str, gen_length: int, default_decoding: str | None, defaul
     anchor threshold), the CTC reading without decoder steps."""
     steps, block = DECODING_PRESETS[name]["steps"], gen_length // DECODING_PRESETS[name]["num_blocks"]
     meaning = PRESET_MEANINGS[name]
-    if name == "CTC":
+    if name in ("CTC", "first_pass"):
         steps = block = "–"
     elif name == default_decoding and default_settings:
         steps, block = default_settings.get("steps", steps), default_settings.get("block_length") or block
@@ -183,12 +187,14 @@ def model_card_text(config: dict, results: dict | None = None, *, title: str | N
         "```", ""]
     if llada:
         gen = int(gen_length or 128)
-        presets = [k for k in DECODING_PRESETS if k not in ("D", "CTC") or config.get("ctc_blank_id") is not None]
+        presets = [k for k in DECODING_PRESETS if (k not in ("D", "CTC") or config.get("ctc_blank_id") is not None)
+                   and (k not in ("deliberation", "first_pass") or config.get("first_pass"))]
         body += ["## Decoding presets", "", f"`model.generate(decoding=...)`, gen_length {gen}:", "",
                  "| preset | meaning | steps | block_length |", "|---|---|---:|---:|",
                  *(_preset_row(k, gen, default_decoding, default_settings) for k in presets), "",
                  "Other `generate` arguments: `steps`, `gen_length`, `block_length`, `temperature`, `remasking`, "
-                 "`tokens_per_second`, `anchor_threshold`, `anchor_slack`, `ctc_fusion` and `ctc_top_k` (D), and the "
+                 "`tokens_per_second`, `anchor_threshold`, `anchor_slack`, `ctc_fusion` and `ctc_top_k` (D), "
+                 "`first_pass_beams`, `rescore_weight` and `rescore_passes` (deliberation), and the "
                  "opt-in approximations `kv_cache`, `threshold`, `early_stop`.", ""]
     if results is not None:
         body += ["## Results", "", *_results_table(results), ""]

