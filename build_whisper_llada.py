@@ -5,9 +5,10 @@
     model, processor = continue_training("runs/x/model", lora_r=16)   # a saved model, to train further
 
 Training (train_hf.py), the benchmarks (bench_hf.py), the AR -> diffusion conversion (tools/convert_ar_to_diffusion.py)
-and the tests build models here and nowhere else. The decoder comes from one of four sources (`DecoderSpec`): an
-official LLaDA checkpoint, a Llama-architecture causal LM converted into LLaDA's layout (`from_causal_lm`), a causal
-LM kept causal (`kind="causal"`, the AR-LLM baseline), or a config for a decoder trained from scratch. The model's
+and the tests build models here and nowhere else. The decoder comes from one of these sources (`DecoderSpec`): a
+diffusion LLM checkpoint of a registered family (decoder_families.py: LLaDA, Dream, LLaDA2, DiffusionGemma; the family
+read off its config.json), a Llama-architecture causal LM converted into LLaDA's layout (`from_causal_lm`), a causal
+LM kept causal (`kind="causal"`, the AR-LLM baseline), or a config for a LLaDA decoder trained from scratch. The model's
 config records what is needed to rebuild it (`checkpoint_weights`: which base weights are pulled by id when it is
 loaded), so `from_pretrained` never replays build options.
 
@@ -25,6 +26,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, WhisperFeatureExtractor, WhisperModel
 
 from configuration_whisper_llada import CHECKPOINT_WEIGHTS, DEFAULT_PROMPT, LladaConfig, WhisperLladaConfig
+from decoder_families import FAMILIES, detect_family, family
 from modeling_causal_decoder import CausalLMDecoder, keep_first_layers
 from modeling_llada import (LLAMA_TO_LLADA_NAMES, LladaForMaskedDiffusion, llada_config_from_llama,
                             llada_from_causal_lm, load_causal_lm, resolve_model_path)
@@ -34,7 +36,9 @@ from processing_whisper_llada import (CHATML_TEMPLATE, WhisperLladaProcessor, bu
                                       mask_predictor_tokenizer)
 
 # The remote-code files `save_pretrained` copies beside every checkpoint (the model's module and what it imports).
-REMOTE_CODE_FILES = ("configuration_whisper_llada.py", "configuration_llada_generation.py", "modeling_whisper_llada.py",
+REMOTE_CODE_FILES = ("configuration_whisper_llada.py", "configuration_llada_generation.py", "decoder_families.py",
+                     "modeling_whisper_llada.py", "modeling_dream.py", "generation_dream.py", "modeling_llada2.py",
+                     "generation_llada2.py", "modeling_diffusion_gemma_decoder.py",
                      "modeling_projector.py", "modeling_lora.py", "modeling_loading.py", "modeling_llada.py",
                      "modeling_causal_decoder.py", "generation_llada.py", "generation_whisper_llada.py",
                      "generation_deliberation.py", "modeling_first_pass.py", "alignment_whisper_llada.py",
@@ -50,9 +54,11 @@ class DecoderSpec:
     """Where the decoder comes from.
 
     name_or_path: base weights (Hub id, local dir, `package:NAME`); None with `config` = from scratch.
-    kind: "llada" (masked diffusion) or "causal" (an AutoModelForCausalLM: the AR-LLM baseline).
-    config: a decoder trained from scratch: a LladaConfig dict (or, for "causal", a config dict with a `model_type`);
-        vocabulary and special ids come from the tokenizer (`tokenizer_file`).
+    kind: the decoder family (decoder_families.py): "llada", "dream", "llada2", "diffusion_gemma" or "causal" (an
+        AutoModelForCausalLM: the AR-LLM baseline); None = read off the checkpoint's config.json (`model_type`), "llada"
+        for a decoder converted from a causal LM or trained from scratch.
+    config: a LLaDA decoder trained from scratch: a LladaConfig dict (or, for "causal", a config dict with a
+        `model_type`); vocabulary and special ids come from the tokenizer (`tokenizer_file`).
     from_causal_lm: convert a Llama-architecture causal LM into a LLaDA-layout, bidirectional decoder.
     gguf_file: the GGUF file inside `name_or_path` (dequantized on load; needs gguf).
     num_layers: keep only the first N layers of a pretrained causal LM (converted or not).
@@ -63,7 +69,7 @@ class DecoderSpec:
     """
 
     name_or_path: str | None = "GSAI-ML/LLaDA-8B-Instruct"
-    kind: str = "llada"
+    kind: str | None = None
     config: dict | None = None
     from_causal_lm: bool = False
     gguf_file: str | None = None
@@ -74,15 +80,52 @@ class DecoderSpec:
     tokenizer_file: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("llada", "causal"):
-            raise ValueError(f"decoder kind must be 'llada' or 'causal', got {self.kind!r}.")
+        if self.kind is not None and self.kind not in FAMILIES:
+            raise ValueError(f"decoder kind must be one of {sorted(FAMILIES)} (or None: read off the checkpoint), got "
+                             f"{self.kind!r}.")
         if self.config is None and not self.name_or_path:
             raise ValueError("A decoder needs base weights (name_or_path) or a config to train from scratch.")
         if self.from_causal_lm and self.mask_token_id is None:
             raise ValueError("A decoder converted from a causal LM needs mask_token_id: an unused special token id "
                              "of its tokenizer to use as [MASK].")
+        if self.from_causal_lm and self.kind not in (None, "llada"):
+            raise ValueError(f"from_causal_lm converts a causal LM into LLaDA's layout: kind 'llada', not "
+                             f"{self.kind!r}.")
         if self.num_layers is not None and not (self.from_causal_lm or self.kind == "causal"):
             raise ValueError("num_layers applies to a decoder made from a causal LM (from_causal_lm or kind causal).")
+        if self.kind is None and (self.config is not None or self.from_causal_lm):
+            self.kind = "llada"
+
+    def family(self):
+        """The decoder's family: `kind`, or the one its checkpoint's config.json names (read once)."""
+        if self.kind is None:
+            self.kind = detected_kind(self.name_or_path, self.gguf_file)
+        return family(self.kind)
+
+
+def detected_kind(name_or_path: str, gguf_file: str | None = None) -> str:
+    """The decoder family of a checkpoint, read off its config.json's `model_type`; one clear error when no
+    registered family reads it (a causal LM: kind="causal", or from_causal_lm=True to convert it)."""
+    import json
+
+    from transformers.utils import cached_file
+
+    source = resolve_model_path(check_local_path(name_or_path, "decoder"))
+    model_type = None
+    if not gguf_file:
+        try:
+            path = cached_file(source, "config.json")
+            model_type = json.loads(open(path, encoding="utf-8").read()).get("model_type")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"decoder {name_or_path}: cannot read its config.json to tell its family "
+                             f"({str(error).splitlines()[0]}); pass DecoderSpec(kind=...).") from None
+    found = detect_family({"model_type": model_type}) if model_type else None
+    if found is None:
+        what = f"model_type {model_type!r}" if model_type else f"a GGUF file ({gguf_file})"
+        raise ValueError(f"decoder {name_or_path}: {what} is none of the diffusion families {sorted(FAMILIES)}; "
+                         "pass kind='causal' (the AR-LLM baseline) or from_causal_lm=True with a mask_token_id (a "
+                         "LLaDA-layout decoder converted from it).")
+    return found.name
 
 
 @dataclass
@@ -128,22 +171,61 @@ def check_local_path(name: str, what: str) -> str:
 
 
 def build_processor(spec: ModelSpec) -> WhisperLladaProcessor:
-    """Whisper's feature extractor and the decoder's tokenizer: a causal LM's made fit for masked diffusion (its mask
-    token renamed, `mask_predictor_tokenizer`), or a LLaDA-style one built from a tokenizer.json (scratch)."""
+    """Whisper's feature extractor and the decoder's tokenizer with its family's special tokens: a causal LM's made fit
+    for masked diffusion (its mask token renamed, `mask_predictor_tokenizer`), or a LLaDA-style one built from a
+    tokenizer.json (scratch)."""
     decoder = spec.decoder
     feature_extractor = WhisperFeatureExtractor.from_pretrained(check_local_path(spec.encoder, "encoder"))
+    tokens = decoder.family()
     if decoder.config is not None:
         tokenizer = build_llada_style_tokenizer(decoder.tokenizer_file or os.path.join(spec.encoder, "tokenizer.json"))
     else:
         source = resolve_model_path(check_local_path(decoder.tokenizer or decoder.name_or_path, "decoder"))
         gguf = {"gguf_file": decoder.gguf_file} if decoder.gguf_file and not decoder.tokenizer else {}
-        tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
+        tokenizer = load_tokenizer(source, **gguf)
         template = CHATML_TEMPLATE if decoder.chat_template == "chatml" else decoder.chat_template
         if decoder.mask_token_id is not None:  # a causal decoder keeps it too: it converts with the same tokenizer
             tokenizer = mask_predictor_tokenizer(tokenizer, decoder.mask_token_id, chat_template=template)
+            tokens = family("llada")
         elif template:
             tokenizer.chat_template = template
-    return WhisperLladaProcessor(feature_extractor, tokenizer, prompt=spec.prompt)
+        missing = [t for t in (tokens.mask_token,) if t and tokens.name != "causal" and
+                   tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if missing:
+            raise ValueError(f"decoder {decoder.name_or_path}: its tokenizer has no {missing[0]} token, the "
+                             f"{tokens.name} family's mask token.")
+    return WhisperLladaProcessor(feature_extractor, tokenizer, prompt=spec.prompt, mask_token=tokens.mask_token,
+                                 end_of_turn_token=tokens.end_of_turn)
+
+
+def load_tokenizer(source: str, **kwargs):
+    """The tokenizer of a decoder checkpoint: AutoTokenizer, or, for a checkpoint whose tokenizer class is remote code
+    (e.g. Dream's), its tokenizer.json with the special tokens and chat template of its tokenizer_config.json."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import cached_file
+
+    try:  # never the checkpoint's own code (nor a prompt asking whether to run it)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except (ValueError, OSError) as error:
+        if kwargs:
+            raise
+        try:
+            tokenizer_file = cached_file(source, "tokenizer.json")
+            settings = json.loads(open(cached_file(source, "tokenizer_config.json"), encoding="utf-8").read())
+        except (OSError, ValueError):
+            raise error from None
+    special = {k: v for k, v in settings.items() if k.endswith("_token") and isinstance(v, str)}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file, **special)
+    template = settings.get("chat_template")
+    if template is None:
+        try:
+            template = open(cached_file(source, "chat_template.jinja"), encoding="utf-8").read()
+        except (OSError, ValueError):
+            template = None
+    tokenizer.chat_template = template
+    return tokenizer
 
 
 def build_decoder(decoder: DecoderSpec, processor: WhisperLladaProcessor, dtype: torch.dtype):
@@ -163,14 +245,14 @@ def build_decoder(decoder: DecoderSpec, processor: WhisperLladaProcessor, dtype:
         values.setdefault("mask_token_id", processor.mask_token_id)
         return LladaForMaskedDiffusion(LladaConfig(**values)).to(dtype)
     source = check_local_path(decoder.name_or_path, "decoder")
-    if decoder.kind == "causal":
+    if decoder.family().name == "causal":
         lm = load_causal_lm(source, decoder.gguf_file, dtype)
         return CausalLMDecoder(keep_first_layers(lm, decoder.num_layers) if decoder.num_layers else lm)
     if decoder.from_causal_lm:
         causal = load_causal_lm(source, decoder.gguf_file, dtype)
         return llada_from_causal_lm(causal, llada_config_from_llama(causal.config, processor.mask_token_id,
                                                                     decoder.num_layers))
-    return LladaForMaskedDiffusion.from_pretrained(resolve_model_path(source), dtype=dtype)
+    return decoder.family().decoder_class().from_pretrained(resolve_model_path(source), dtype=dtype)
 
 
 def compose(spec: ModelSpec, processor: WhisperLladaProcessor, encoder, decoder,
@@ -178,8 +260,10 @@ def compose(spec: ModelSpec, processor: WhisperLladaProcessor, encoder, decoder,
     """The speech model around an encoder and a decoder module: its config (weight sources, prompt ids, special ids,
     projector, CTC head), a new projector, LoRA adapters and what trains. `config_values` override config fields."""
     pretrained_decoder = spec.decoder.config is None
-    tokenizer_ids = spec.decoder.kind == "causal" or spec.decoder.from_causal_lm or not pretrained_decoder
     prefix_ids, suffix_ids = processor.prompt_ids()
+    # the special ids are the tokenizer's (an official checkpoint's config says the same); those it lacks, the config's
+    special = {"eos_token_id": processor.eos_token_id, "eot_token_id": processor.eot_token_id,
+               "pad_token_id": processor.tokenizer.pad_token_id or processor.eos_token_id}
     values = dict(
         encoder_config=encoder.config, decoder_config=decoder.config, decoder_type=spec.decoder.kind,
         encoder_name_or_path=spec.encoder, decoder_name_or_path=spec.decoder.name_or_path if pretrained_decoder else None,
@@ -189,8 +273,7 @@ def compose(spec: ModelSpec, processor: WhisperLladaProcessor, encoder, decoder,
         projector_hidden_sizes=list(spec.projector_hidden_sizes), projector_activation=spec.projector_activation,
         speech_embeddings=spec.speech_embeddings, ctc_blank_id=spec.ctc_blank_id, prompt=spec.prompt,
         prompt_prefix_ids=prefix_ids, prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
-        **({"eos_token_id": processor.eos_token_id, "eot_token_id": processor.eot_token_id,
-            "pad_token_id": processor.tokenizer.pad_token_id or processor.eos_token_id} if tokenizer_ids else {}),
+        **{name: value for name, value in special.items() if value is not None},
     )
     values.update(config_values)
     model = WhisperLladaForConditionalGeneration(WhisperLladaConfig(**values), encoder=encoder, decoder=decoder)
@@ -198,6 +281,7 @@ def compose(spec: ModelSpec, processor: WhisperLladaProcessor, encoder, decoder,
     if spec.lora:
         apply_lora(model, spec.lora)
     set_trainable(model, spec.train_decoder, spec.freeze_decoder_embeddings)
+    model.attach_processor(processor)
     return model
 
 
@@ -226,6 +310,7 @@ def continue_training(path: str, dtype: str = "float32", lora_r: int = 0, train_
 
         model.projector = WhisperLladaProjector(model.config).to(DTYPES[dtype])
     set_trainable(model, train_decoder, freeze_decoder_embeddings, lora=bool(lora_r and saved))
+    model.attach_processor(processor)
     return model.train(), processor
 
 

@@ -157,17 +157,23 @@ class WhisperLladaProcessor(ProcessorMixin):
     - `processor(text=[...])` -> `labels`: transcript ids + EOS, padded with EOS (the padding is part of the loss);
       with `ctc_units` (the ids of a `CTCUnits` set), the transcript is spelled in those units, which are then both
       the CTC head's classes and what the decoder writes.
-    - `prompt_ids()` -> the chat-prompt ids before and after the speech embeddings (LLaDA-Instruct template, the
-      speech right before the user turn's <|eot_id|>).
+    - `prompt_ids()` -> the chat-prompt ids before and after the speech embeddings (the decoder's chat template, the
+      speech right before the user turn's end of turn: `end_of_turn_token`, <|eot_id|> for LLaDA-Instruct).
+    - `mask_token` / `end_of_turn_token`: the decoder family's special tokens (decoder_families.py), saved in
+      processor_config.json.
     - `batch_decode(ids)` cuts at EOS/EOT and drops mask/pad ids.
     """
 
     attributes = ["feature_extractor", "tokenizer"]
 
     def __init__(self, feature_extractor=None, tokenizer=None, prompt: str = DEFAULT_PROMPT,
-                 ctc_units: list[int] | None = None, **kwargs):
+                 ctc_units: list[int] | None = None, mask_token: str | None = "<|mdm_mask|>",
+                 end_of_turn_token: str | None = "<|eot_id|>", **kwargs):
         self.prompt = prompt
         self.ctc_units = None if ctc_units is None else [int(i) for i in ctc_units]
+        # the decoder family's special tokens (decoder_families.py): LLaDA's by default
+        self.mask_token = mask_token
+        self.end_of_turn_token = end_of_turn_token
         super().__init__(feature_extractor, tokenizer, **kwargs)
 
     @property
@@ -211,8 +217,9 @@ class WhisperLladaProcessor(ProcessorMixin):
         return None if token_id is None or token_id == self.tokenizer.unk_token_id else token_id
 
     @property
-    def mask_token_id(self) -> int:
-        return self._token_id("<|mdm_mask|>")
+    def mask_token_id(self) -> int | None:
+        """The decoder's mask token (`mask_token`; None for a family without one)."""
+        return self._token_id(self.mask_token) if self.mask_token else None
 
     @property
     def eos_token_id(self) -> int:
@@ -220,7 +227,8 @@ class WhisperLladaProcessor(ProcessorMixin):
 
     @property
     def eot_token_id(self) -> int | None:
-        return self._token_id("<|eot_id|>")
+        """The chat template's end of turn (`end_of_turn_token`), which also ends a transcript."""
+        return self._token_id(self.end_of_turn_token) if self.end_of_turn_token else None
 
     # -- prompt ------------------------------------------------------------------------------------------------------
 
@@ -274,6 +282,12 @@ class WhisperLladaProcessor(ProcessorMixin):
                     "that for you)."
                 )
             waves.append(wave)
+        return self.features_of_waves(waves)
+
+    def features_of_waves(self, waves: list[np.ndarray]) -> BatchFeature:
+        """Features of waveforms already read (`load_audio`: mono float32 at the feature extractor's rate, at most
+        30 s): `input_features` (B, n_mels, 3000) and `attention_mask` (B, 3000)."""
+        fe = self.feature_extractor
         return fe(waves, sampling_rate=fe.sampling_rate, return_attention_mask=True, return_tensors="pt")
 
     def make_labels(self, text, max_length: int | None = None) -> torch.LongTensor:

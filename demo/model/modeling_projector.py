@@ -10,8 +10,10 @@ from torch import nn
 
 try:
     from .configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
+    from .decoder_families import hidden_size
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
+    from decoder_families import hidden_size
 
 
 ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU}
@@ -66,7 +68,7 @@ class WhisperLladaProjector(nn.Module):
                 layers.append(nn.LayerNorm(hidden))
             layers.append(act())
             in_size = hidden
-        layers.append(nn.Linear(in_size, config.decoder_config.hidden_size))
+        layers.append(nn.Linear(in_size, hidden_size(config.decoder_config)))
         self.mlp = nn.Sequential(*layers)
 
     def downsample(self, frames: torch.Tensor) -> torch.Tensor:

@@ -9,15 +9,16 @@ Data flow:
           -> chat prompt with the speech spliced in before the user turn's end-of-turn token   (B, P, d_model)
           -> decoder.prefix_loss (training) / decoder.generate (decoding; generation_whisper_llada.py)
 
-The decoder is a `LladaForMaskedDiffusion` (modeling_llada.py, sampler in generation_llada.py) or, for the AR-LLM
-baseline, a `CausalLMDecoder` (modeling_causal_decoder.py); both offer the same interface, so this model has no
-branches on the decoder's kind. Base weights the checkpoint does not store are pulled when the model is built
-(`config.checkpoint_weights`; loading helpers in modeling_loading.py), as Ultravox does; LoRA adapters (`config.lora`,
-modeling_lora.py) are part of the modules and stored.
+The decoder is one of the families registered in decoder_families.py (LLaDA's `LladaForMaskedDiffusion`, Dream,
+LLaDA2, DiffusionGemma, or a `CausalLMDecoder` for the AR-LLM baseline); they all offer the same interface
+(docs/extending.md), so this model has no branches on the decoder's family. Base weights the checkpoint does not store
+are pulled when the model is built (`config.checkpoint_weights`; loading helpers in modeling_loading.py), as Ultravox
+does; LoRA adapters (`config.lora`, modeling_lora.py) are part of the modules and stored.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -31,26 +32,25 @@ from transformers.utils import ModelOutput, logging
 
 try:
     from .configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
+    from .decoder_families import family, hidden_size
     from .generation_llada import editor_example
     from .generation_whisper_llada import WhisperLladaGenerationMixin
-    from .modeling_causal_decoder import CausalLMDecoder
-    from .modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
+    from .modeling_llada import LladaRMSNorm, resolve_model_path
     from .modeling_loading import (cpu_auto_dtype, make_readable, mark_pulled, refuse_stock_asr_pipeline,
-                                   saved_generation_config, stored_float16, tied_to_loaded)
+                                   saved_generation_config, stored_float16, tied_to_loaded, weight_tying)
     from .modeling_lora import LoraLinear, add_lora
     from .modeling_projector import WhisperLladaProjector, spec_augment
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from configuration_whisper_llada import TrainingRecipe, WhisperLladaConfig
+    from decoder_families import family, hidden_size
     from generation_llada import editor_example
     from generation_whisper_llada import WhisperLladaGenerationMixin
-    from modeling_causal_decoder import CausalLMDecoder
-    from modeling_llada import LladaForMaskedDiffusion, LladaRMSNorm, resolve_model_path
+    from modeling_llada import LladaRMSNorm, resolve_model_path
     from modeling_loading import (cpu_auto_dtype, make_readable, mark_pulled, refuse_stock_asr_pipeline,
-                                  saved_generation_config, stored_float16, tied_to_loaded)
+                                  saved_generation_config, stored_float16, tied_to_loaded, weight_tying)
     from modeling_lora import LoraLinear, add_lora
     from modeling_projector import WhisperLladaProjector, spec_augment
 
-DECODER_CLASSES = {"llada": LladaForMaskedDiffusion, "causal": CausalLMDecoder}
 logger = logging.get_logger(__name__)
 
 
@@ -98,12 +98,19 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         if config.lora and not any(isinstance(m, LoraLinear) for m in self.decoder.modules()):
             add_lora(self.decoder, config.lora)
         self.post_init()
+        for module in self.decoder.modules():  # new adapters start as the identity (B = 0), whatever init ran before
+            if isinstance(module, LoraLinear) and decoder is None:
+                module.reset_lora_parameters()
         self.freeze_base_models()
-        self.generation_config = self.decoder.generation_config
-        self.generation_config.update(mask_token_id=config.mask_token_id, eos_token_id=config.eos_token_id,
-                                      pad_token_id=config.pad_token_id)
-        if isinstance(self.decoder, CausalLMDecoder):
+        if hasattr(self.decoder, "set_stop_ids"):  # a causal decoder stops at EOS or the end of turn
             self.decoder.set_stop_ids(config.eos_token_id, config.eot_token_id)
+        # the speech model's own decoding defaults: a copy, so that the decoder's stay those of its checkpoint; the
+        # speech model's special ids, except a list of stop ids the decoder already has
+        self.generation_config = copy.deepcopy(self.decoder.generation_config)
+        ids = {"mask_token_id": config.mask_token_id, "eos_token_id": config.eos_token_id,
+               "pad_token_id": config.pad_token_id}
+        self.generation_config.update(**{name: value for name, value in ids.items() if value is not None and not
+                                         isinstance(getattr(self.generation_config, name, None), list)})
 
     @staticmethod
     def _make_encoder(config: WhisperLladaConfig) -> WhisperEncoder:
@@ -119,13 +126,14 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
 
     @staticmethod
     def _make_decoder(config: WhisperLladaConfig) -> nn.Module:
-        """The base decoder: pulled from `decoder_name_or_path` when the checkpoint does not store it."""
-        decoder_class = DECODER_CLASSES[config.decoder_type]
+        """The base decoder of the config's family: pulled from `decoder_name_or_path` when the checkpoint does not
+        store it, else built from `decoder_config` (weights loaded afterwards)."""
+        decoder_class = family(config.decoder_type).decoder_class()
         if config.checkpoint_weights != "full" and config.decoder_name_or_path:
-            with torch.device("cpu"):  # real weights, also inside from_pretrained's meta-device init
+            with torch.device("cpu"), weight_tying():  # real, tied weights, also inside from_pretrained's init
                 return mark_pulled(decoder_class.pull(config))
-        return decoder_class.from_config(config.decoder_config) if decoder_class is CausalLMDecoder \
-            else decoder_class(config.decoder_config)
+        build = getattr(decoder_class, "from_config", None)
+        return build(config.decoder_config) if build is not None else decoder_class(config.decoder_config)
 
     def freeze_base_models(self, encoder: bool = True, decoder: bool = True) -> None:
         """Frozen encoder and decoder (the default): the projector and LoRA adapters train."""
@@ -288,10 +296,19 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         ids = self.config.ctc_token_ids
         return None if ids is None else torch.tensor(ids, dtype=torch.long)
 
+    def token_embeddings(self) -> torch.Tensor:
+        """(vocab, d) the decoder's token embeddings as its lookups give them: the embedding table, times the
+        embedding's `embed_scale` for a decoder that scales its lookups (Gemma's, DiffusionGemma's: sqrt(d)). The
+        speech embeddings live in that space (they are spliced between looked-up prompt tokens), so the CTC head and
+        token mixtures compare with and mix these rows."""
+        embedding = self.decoder.get_input_embeddings()
+        scale = getattr(embedding, "embed_scale", None)
+        return embedding.weight if scale is None else embedding.weight * scale.to(embedding.weight.dtype)
+
     def speech_token_logits(self, states: torch.Tensor) -> torch.Tensor:
         """The CTC head: projector outputs (B, S, d) read as decoder tokens, (B, S, K) scores against the token
-        embeddings of the K CTC classes (`ctc_class_ids()`, the whole vocabulary by default)."""
-        weight = self.decoder.get_input_embeddings().weight
+        embeddings of the K CTC classes (`ctc_class_ids()`, the whole vocabulary by default; `token_embeddings`)."""
+        weight = self.token_embeddings()
         classes = self.ctc_class_ids()
         if classes is not None:
             weight = weight[classes.to(weight.device)]
@@ -303,7 +320,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         CTC head's posterior, so a pretrained decoder reads the speech as it reads text from the first step."""
         if self.config.speech_embeddings != "token_mixture":
             return states.to(self.decoder.dtype)
-        weight = self.decoder.get_input_embeddings().weight
+        weight = self.token_embeddings()
         classes = self.ctc_class_ids()
         table = weight if classes is None else weight[classes.to(weight.device)]
         posterior = torch.softmax(self.speech_token_logits(states).float(), dim=-1)  # (B, S, K)
@@ -340,9 +357,10 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         if inputs_embeds is not None:
             if input_features is not None or encoder_outputs is not None:
                 raise ValueError("Pass either `input_features` (audio) or `inputs_embeds` (a built prefix), not both.")
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.decoder_config.hidden_size:
-                raise ValueError(f"inputs_embeds must have shape (batch, prefix_length, "
-                                 f"{self.config.decoder_config.hidden_size}), got {tuple(inputs_embeds.shape)}.")
+            width = hidden_size(self.config.decoder_config)
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != width:
+                raise ValueError(f"inputs_embeds must have shape (batch, prefix_length, {width}), got "
+                                 f"{tuple(inputs_embeds.shape)}.")
         elif input_features is None and encoder_outputs is None:
             raise ValueError("Pass `input_features` (from the processor), `encoder_outputs` or `inputs_embeds`.")
 
@@ -365,6 +383,7 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
         inputs_embeds: torch.Tensor | None = None,
         encoder_outputs: torch.Tensor | None = None,  # (B, T, d_enc) precomputed encoder frames, replaces input_features
         editor_inputs: torch.LongTensor | None = None,  # (B, A) editor examples' starts (-1 rows: LLaDA's masking)
+        editor_hints: torch.LongTensor | None = None,  # (B, A) the first pass's token at their masked slots (-1: none)
         **kwargs: Any,
     ) -> WhisperLladaOutput:
         """The decoder's loss of the answer after the speech prefix (`decoder.prefix_loss`: LLaDA's SFT
@@ -394,7 +413,9 @@ class WhisperLladaForConditionalGeneration(WhisperLladaGenerationMixin, WhisperL
             anchored = editor_inputs if anchored is None else torch.where(
                 (editor_inputs >= 0).all(-1, keepdim=True), editor_inputs, anchored)
         decoder_recipe = recipe if self.training else TrainingRecipe(mask_eps=recipe.mask_eps)
-        output = self.decoder.prefix_loss(prefix, prefix_mask, labels.to(prefix.device), decoder_recipe, anchored)
+        hints = {} if editor_hints is None else {"hints": editor_hints.to(prefix.device)}
+        output = self.decoder.prefix_loss(prefix, prefix_mask, labels.to(prefix.device), decoder_recipe, anchored,
+                                          **hints)
         loss = output.loss if ctc is None else output.loss + recipe.ctc_weight * ctc
         return WhisperLladaOutput(loss=loss, logits=output.logits, ctc_loss=ctc)
 
