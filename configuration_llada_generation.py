@@ -362,9 +362,13 @@ class LladaGenerationConfig(GenerationConfig):
         return name
 
     def settings(self) -> dict[str, Any]:
-        """The resolved settings, as eval_hf.py records them for each row."""
-        return {"decoding": self.decoding, "steps": self.steps, "gen_length": self.gen_length,
-                "block_length": self.block_length, "num_blocks": self.num_blocks, "num_beams": 1,
+        """The resolved settings, as eval_hf.py records them for each row (a decoding without decoder steps, CTC or
+        first_pass, has no steps, answer length or blocks)."""
+        sampler = not (self.ctc_reading or (self.first_pass and not self.anchored))
+        return {"decoding": self.decoding, "steps": self.steps if sampler else None,
+                "gen_length": self.gen_length if sampler else None,
+                "block_length": self.block_length if sampler else None,
+                "num_blocks": self.num_blocks if sampler else None, "num_beams": 1,
                 "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
                 "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
                 "tokens_per_second": self.tokens_per_second,

@@ -5,7 +5,7 @@
         --output_dir OUT [--batch_size N] [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--plot]
 
 With no arguments: the bundled demo model (`demo/model`) on the bundled clips (`demo/audio/manifest.jsonl`), decodings
-A B C D AR where each applies, into `outputs/demo_eval` (offline). The library behind it: `whisper_llada_eval`
+CTC A B C D first_pass deliberation AR where each applies, into `outputs/demo_eval` (offline). The library behind it: `whisper_llada_eval`
 (splits, models, jobs, decoding, scoring) and `whisper_llada_report` (hypotheses files, results.json / results.md).
 README ("Evaluation") describes the data, decoding, resume and output formats.
 """
@@ -44,8 +44,8 @@ logger = logging.getLogger("eval_hf")
 DEMO_MODEL = ROOT / "demo" / "model"
 DEMO_MANIFEST = ROOT / "demo" / "audio" / "manifest.jsonl"
 DEMO_OUTPUT = Path("outputs") / "demo_eval"
-DEFAULT_DECODINGS = ["CTC", "A", "B", "C", "D", "AR"]  # each where it applies: CTC and D with a CTC head, AR for
-#                                                         causal decoders
+# each where it applies: CTC and D with a CTC head, first_pass and deliberation with a first pass, AR for causal decoders
+DEFAULT_DECODINGS = ["CTC", "A", "B", "C", "D", "first_pass", "deliberation", "AR"]
 DEMO_LIMITS = {"C": 3}  # the no-argument demo run: C (128 decoder passes) on 3 clips, one per speaker
 
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eval_hf.py",
         description="WER and RTFx of whisper-llada models per split and decoding configuration. Without arguments: "
-        "the bundled demo model on the bundled clips, decodings A B C D AR where each applies, into outputs/demo_eval.",
+        "the bundled demo model on the bundled clips, decodings CTC A B C D first_pass deliberation AR where each "
+        "applies, into outputs/demo_eval.",
         epilog="README (Evaluation) describes the data, decoding, resume and output formats.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,17 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="splits: LibriSpeech dir, .jsonl manifest, hub:NAME[:CONFIG[:SPLIT]], or NAME=SPEC "
                         "(default: the bundled demo clips)")
     parser.add_argument("--decoding", nargs="+", default=None, metavar="CONFIG",
-                        help="presets (A B C, D with a CTC head), 'B,kv_cache=dual', explicit "
-                        "'steps=16,gen_length=128,block_length=32', or AR / 'AR,num_beams=4' for causal-decoder models "
-                        "(default: A B C D AR, each where it applies)")
+                        help="presets (A B C; CTC and D with a CTC head; first_pass and deliberation with a first "
+                        "pass), 'B,kv_cache=dual', explicit 'steps=16,gen_length=128,block_length=32', or AR / "
+                        "'AR,num_beams=4' for causal-decoder models (default: all of them, each where it applies)")
     parser.add_argument("--limit", nargs="+", default=None, metavar="DECODING=N",
                         help="decode DECODING on only N utterances of each split, spread evenly over it (the table "
                         "says 'n of N utt.'); 'all' for no limit. Default: none, except the no-argument demo run, "
                         f"which limits {', '.join(f'{k}={v}' for k, v in DEMO_LIMITS.items())} to finish in minutes")
     parser.add_argument("--first_pass", default=None, metavar="SOURCE",
-                        help="also decode D from first-pass transcripts instead of the CTC reading (deliberation), a "
-                        "row '+ first pass' per D row: whisper:PATH_OR_ID (Whisper decoded in this run, with a row of "
-                        "its own) or a .jsonl file of {\"key\", \"hypothesis\"} lines")
+                        help="also decode D from another recogniser's first-pass transcripts (deliberation), a row 'D + "
+                        "first pass' with the model's deliberation settings: whisper:SOURCE (a Whisper Hub id, folder "
+                        "or package:NAME/SUBDIR, decoded in this run with its word confidences, with a row of its own) "
+                        "or a .jsonl file of {\"key\", \"hypothesis\"} lines")
     parser.add_argument("--output_dir", default=None, help=f"where results go (default: {DEMO_OUTPUT})")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per generate() call (default: 8)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available)")

@@ -165,34 +165,41 @@ def masked_stretches(masked: list[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def deliberation_start(word_ids: list[list[int]], masked: list[bool], slack: int, mask_id: int) -> list[int]:
-    """D's start from a first pass (deliberation), before its EOS: each word's decoder tokens, the `masked` words
-    replaced by [MASK] slots, as many as their tokens plus `slack` more per stretch of consecutive masked words, so
-    that the decoder can write a word the first pass missed there (insertion) or the delete token where fewer tokens
-    are needed (deletion)."""
-    out: list[int] = []
+def deliberation_start(word_ids: list[list[int]], masked: list[bool], slack: int,
+                       mask_id: int) -> tuple[list[int], list[int]]:
+    """D's start from a first pass (deliberation), before its EOS: (ids, hints). Each word's decoder tokens, the
+    `masked` words replaced by [MASK] slots, as many as their tokens plus `slack` more per stretch of consecutive
+    masked words, so that the decoder can write a word the first pass missed there (insertion) or the delete token
+    where fewer tokens are needed (deletion). `hints` holds, at each masked slot, the first pass's token there (-1 at
+    the slack slots and at kept tokens): a decoder trained with hints reads it with the mask (`embed_answer`)."""
+    ids: list[int] = []
+    hints: list[int] = []
     stretches = {start: end for start, end in masked_stretches(masked)}
     index = 0
     while index < len(word_ids):
         if index in stretches:
             end = stretches[index]
-            out += [mask_id] * (sum(len(ids) for ids in word_ids[index:end]) + slack)
+            first_pass = [t for word in word_ids[index:end] for t in word]
+            ids += [mask_id] * (len(first_pass) + slack)
+            hints += first_pass + [-1] * slack
             index = end
         else:
-            out += word_ids[index]
+            ids += word_ids[index]
+            hints += [-1] * len(word_ids[index])
             index += 1
-    return out
+    return ids, hints
 
 
 def deliberation_example(reference: list[str], words: list[str], word_ids: list[list[int]],
                          reference_ids: list[list[int]], masked: list[bool], slack: int, width: int, mask_id: int,
-                         eos_id: int, delete_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """An editor's training example for deliberation: (input (width,), target (width,)). The input is the first pass's
-    words as `deliberation_start` presents them (the `masked` words replaced by their slots), EOS after it; the target
-    of each masked stretch's slots is the reference words the stretch stands for (the words aligned to its words by
-    `align`, and the reference words the first pass missed next to them), then `delete_id` in the slots left. Kept
-    words are their own target (no loss is taken there: prefix_loss scores [MASK] positions only). Reference words
-    missed next to kept words have no slot. `word_ids` / `reference_ids`: each word's decoder tokens. Cut to width."""
+                         eos_id: int, delete_id: int) -> tuple[torch.LongTensor, torch.LongTensor, torch.LongTensor]:
+    """An editor's training example for deliberation: (input (width,), target (width,), hints (width,)). The input
+    and the hints are the first pass's words as `deliberation_start` presents them (the `masked` words replaced by
+    their slots), EOS after it; the target of each masked stretch's slots is the reference words the stretch stands
+    for (the words aligned to its words by `align`, and the reference words the first pass missed next to them), then
+    `delete_id` in the slots left. Kept words are their own target (no loss is taken there: prefix_loss scores [MASK]
+    positions only). Reference words missed next to kept words have no slot. `word_ids` / `reference_ids`: each
+    word's decoder tokens. Cut to width."""
     pairs = align(words, reference)  # for each reference word: the first-pass word it is aligned to, or None
     stretches = masked_stretches(masked)
     stretch_of = {index: number for number, (start, end) in enumerate(stretches) for index in range(start, end)}
@@ -208,7 +215,8 @@ def deliberation_example(reference: list[str], words: list[str], word_ids: list[
             if neighbour in stretch_of:
                 owned[stretch_of[neighbour]].append(position)
                 break
-    inputs, targets = [], []
+    inputs, hints = deliberation_start(word_ids, masked, slack, mask_id)
+    targets: list[int] = []
     index = 0
     starts = {start: number for number, (start, _) in enumerate(stretches)}
     while index < len(words):
@@ -217,19 +225,29 @@ def deliberation_example(reference: list[str], words: list[str], word_ids: list[
             start, end = stretches[number]
             slots = sum(len(ids) for ids in word_ids[start:end]) + slack
             wanted = [t for position in owned[number] for t in reference_ids[position]][:slots]
-            inputs += [mask_id] * slots
             targets += wanted + [delete_id] * (slots - len(wanted))
             index = end
         else:
-            inputs += word_ids[index]
             targets += word_ids[index]
             index += 1
     n = min(len(inputs), width - 1)
-    row_in = torch.full((width,), eos_id, dtype=torch.long)
-    row_target = torch.full((width,), eos_id, dtype=torch.long)
-    row_in[:n] = torch.tensor(inputs[:n], dtype=torch.long)
-    row_target[:n] = torch.tensor(targets[:n], dtype=torch.long)
-    return row_in, row_target
+    rows = [torch.full((width,), fill, dtype=torch.long) for fill in (eos_id, eos_id, -1)]
+    for row, values in zip(rows, (inputs, targets, hints)):
+        row[:n] = torch.tensor(values[:n], dtype=torch.long)
+    return rows[0], rows[1], rows[2]
+
+
+def embed_answer(embedding, answer: torch.LongTensor, hints: torch.LongTensor | None, mask_id: int) -> torch.Tensor:
+    """Answer ids (b, L) -> embeddings (b, L, d). A [MASK] slot with a hint (`hints` >= 0: the first pass's token at
+    that slot) reads the mask's embedding plus the hint's: a decoder trained so (deliberation with hints) sees what
+    the first pass wrote where it re-predicts. Without hints: the plain embeddings."""
+    out = embedding(answer)
+    if hints is None:
+        return out
+    hinted = (answer == mask_id) & (hints.to(answer.device) >= 0)
+    if not bool(hinted.any()):
+        return out
+    return out + embedding(hints.to(answer.device).clamp(min=0)) * hinted[..., None].to(out.dtype)
 
 
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
@@ -252,6 +270,13 @@ def argmax_probability(logits: torch.Tensor, predicted: torch.Tensor, max_elemen
     return torch.cat(parts)
 
 
+def put_draft(streamer, rows: "_Rows") -> None:
+    """Hands the answer so far to a streamer that takes drafts (transformers' diffusion convention, e.g.
+    `TextDiffusionStreamer`); a plain `TextStreamer` gets only the final answer (`put`, then `end`)."""
+    if streamer is not None and hasattr(streamer, "put_draft"):
+        streamer.put_draft(value=rows.state())
+
+
 class _Rows:
     """The rows still being decoded: prefix embeddings, answer ids, attention mask, positions, the Fast-dLLM cache and
     (anchored start) each row's commit schedule. With early stop, finished rows retire into `output` and leave every
@@ -259,10 +284,11 @@ class _Rows:
 
     def __init__(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, answer: torch.LongTensor,
                  config: LladaGenerationConfig, prior: SlotPrior | None = None,
-                 answer_lengths: torch.LongTensor | None = None):
+                 answer_lengths: torch.LongTensor | None = None, hints: torch.LongTensor | None = None):
         batch, device = prefix.shape[0], prefix.device
         self.prefix = prefix  # (b, P, d), left-padded
         self.answer = answer  # (b, G)
+        self.hints = None if hints is None else hints.to(device)  # (b, G) the first pass's token at masked slots
         answer_mask = torch.ones_like(self.answer)
         if answer_lengths is not None:  # each row sees only its own answer length (an anchored start's EOS fill)
             answer_mask = (torch.arange(answer.shape[1], device=device) < answer_lengths.to(device)[:, None]).long()
@@ -303,6 +329,7 @@ class _Rows:
             self.plan = None if self.plan is None else self.plan[keep]
             self.prior = None if self.prior is None else self.prior.rows(keep)
             self.no_eos = None if self.no_eos is None else self.no_eos[keep]
+            self.hints = None if self.hints is None else self.hints[keep]
         return self.index.numel() == 0
 
     def state(self) -> torch.LongTensor:
@@ -384,6 +411,7 @@ class LladaGenerationMixin:
         answer_start: torch.LongTensor | None = None,  # (B, gen_length) D's anchored start (`anchored_answer`)
         answer_prior: SlotPrior | None = None,  # D: the CTC's scores of the answer slots, fused in (`ctc_fusion`)
         answer_lengths: torch.LongTensor | None = None,  # (B,) D: positions each row sees (the rest is EOS, hidden)
+        answer_hints: torch.LongTensor | None = None,  # (B, gen_length) D: the first pass's token at masked slots
         return_dict_in_generate: bool = False,
         output_history: bool = False,
         streamer=None,
@@ -409,15 +437,12 @@ class LladaGenerationMixin:
                 f"max_sequence_length ({limit}); use a smaller gen_length."
             )
         rows = _Rows(prefix, mask.to(prefix.device).long(), self._start(prefix, config, answer_start), config,
-                     answer_prior, answer_lengths)
+                     answer_prior, answer_lengths, answer_hints)
         history = _History(rows.answer) if output_history else None
-        if streamer is not None:
-            streamer.put_draft(value=rows.state())
-
+        put_draft(streamer, rows)
         for start, end, step, scheduled in diffusion_schedule(config):
             finished = self._denoise(rows, start, end, rows.n_commit(scheduled, step), config, generator, history)
-            if streamer is not None:
-                streamer.put_draft(value=rows.state())
+            put_draft(streamer, rows)
             if finished:
                 break
         sequences = rows.result()
@@ -475,9 +500,10 @@ class LladaGenerationMixin:
         end of sequence) ("prefix") or only the block ("dual") and read the other keys/values from the cache."""
         width = rows.prefix.shape[1]
         embed = self.get_input_embeddings()
+        mask_id = config.mask_token_id
         if config.kv_cache is None or rows.cache_block != start:
             out = self(
-                inputs_embeds=torch.cat((rows.prefix, embed(rows.answer)), dim=1),
+                inputs_embeds=torch.cat((rows.prefix, embed_answer(embed, rows.answer, rows.hints, mask_id)), dim=1),
                 attention_mask=rows.key_mask,
                 position_ids=rows.positions,
                 logits_positions=slice(width + start, width + end),
@@ -487,7 +513,8 @@ class LladaGenerationMixin:
             return out.logits
         window_end = end if config.kv_cache == "dual" else rows.answer.shape[1]
         out = self(
-            inputs_embeds=embed(rows.answer[:, start:window_end]),
+            inputs_embeds=embed_answer(embed, rows.answer[:, start:window_end],
+                                       None if rows.hints is None else rows.hints[:, start:window_end], mask_id),
             attention_mask=rows.key_mask,
             position_ids=rows.positions[:, width + start : width + window_end],
             logits_positions=slice(0, end - start),
@@ -530,4 +557,4 @@ class LladaGenerationMixin:
 
 __all__ = ["LladaGenerationMixin", "LladaGenerateOutput", "SlotPrior", "num_transfer_schedule", "argmax_probability",
            "anchored_answer", "editor_example", "align", "deliberation_start", "deliberation_example",
-           "masked_stretches"]
+           "masked_stretches", "embed_answer"]

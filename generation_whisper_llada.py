@@ -181,23 +181,25 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
         states, lengths = self.project_speech(input_features if frames is None else None, attention_mask,
                                               encoder_outputs if frames is None else frames)
         rows = self._given_hypotheses(decoder_input_ids, hypotheses, len(lengths))
-        if from_first_pass:
+        if from_first_pass and any(row is None for row in rows):  # the model's own first pass where none is given
             found = self.first_pass_hypotheses(input_features, frames, config.first_pass_beams)
             rows = [own if own is not None else candidates for own, candidates in zip(rows, found)]
         if reading_only:
             output = self._ctc_reading_output(self.ctc_read(states, lengths), config, output_history, streamer)
         elif from_first_pass and not anchored:
-            best = [row if isinstance(row, FirstPassHypothesis) else row[0] for row in rows]
+            best = [row if isinstance(row, FirstPassHypothesis) else row[0] for row in rows]  # its best hypothesis
             sequences = first_pass_answer(self, best, config.eos_token_id).to(states.device)
             stream_answer(streamer, sequences.cpu())
-            output = LladaGenerateOutput(sequences=sequences, **({"history": sequences.cpu()[:, None]}
-                                                                if output_history else {}))
+            output = LladaGenerateOutput(sequences=sequences, **({
+                "history": sequences.cpu()[:, None],
+                "confidences": torch.full(sequences.shape, math.nan)[:, None]} if output_history else {}))
         else:
             prefix, prefix_mask = self.build_prefix(self.speech_embeddings_from(states), lengths)
             if anchored:
-                config, start, prior, answer_lengths = self._anchored_inputs(states, lengths, prefix, prefix_mask,
-                                                                             config, rows)
-                extra.update(answer_start=start, answer_prior=prior, answer_lengths=answer_lengths)
+                config, start, prior, answer_lengths, hints = self._anchored_inputs(states, lengths, prefix,
+                                                                                    prefix_mask, config, rows)
+                extra.update(answer_start=start, answer_prior=prior, answer_lengths=answer_lengths,
+                             **({"answer_hints": hints} if hints is not None else {}))
             else:
                 config = self._answer_length(config, attention_mask, encoder_outputs, prefix.shape[1])
             output = self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask, generation_config=config,
@@ -232,7 +234,7 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
             return hypothesis_rows(decoder_input_ids, batch, {self.config.eos_token_id, self.config.pad_token_id})
         if hypotheses is None:
             return [None] * batch
-        if isinstance(hypotheses, (str, FirstPassHypothesis)):
+        if isinstance(hypotheses, str) or as_first_pass(hypotheses) is not None:
             hypotheses = [hypotheses]
         hypotheses = list(hypotheses)
         if len(hypotheses) != batch:
@@ -240,14 +242,19 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
         form = getattr(self.config, "transcript_form", None)
         rows = []
         for index, item in enumerate(hypotheses):
-            if item is None or isinstance(item, FirstPassHypothesis):
-                rows.append(item)
+            if item is None or as_first_pass(item) is not None:
+                found = None if item is None else as_first_pass(item)
+                if found is not None and not found.words and found.text.strip():  # text only: its words in form
+                    found = FirstPassHypothesis(found.text, in_form(found.text, form).split(), [], found.score)
+                rows.append(found)
+            elif isinstance(item, (list, tuple)) and item and all(as_first_pass(h) is not None for h in item):
+                rows.append([as_first_pass(h) for h in item])  # an N-best list, best first (see `rescore_weight`)
             elif isinstance(item, str):
                 words = in_form(item, form).split()
                 rows.append(FirstPassHypothesis(item, words, []))  # no confidences: read them off the audio
             else:
-                raise TypeError(f"hypotheses[{index}] must be a string, a FirstPassHypothesis or None, got "
-                                f"{type(item).__name__}.")
+                raise TypeError(f"hypotheses[{index}] must be a string, a FirstPassHypothesis (or a list of them: an "
+                                f"N-best list) or None, got {type(item).__name__}.")
         return rows
 
     # -- the CTC head's readings ---------------------------------------------------------------------------------------
@@ -349,7 +356,7 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
     def _ctc_reading_output(self, reading: CTCReading, config, output_history: bool, streamer) -> LladaGenerateOutput:
         """Decoding "CTC": the greedy reading as answer ids (B, longest + 1), EOS after each row's reading."""
         width = max(len(t) for t in reading.tokens) + 1
-        sequences = torch.full((len(reading.tokens), width), config.eos_token_id, dtype=torch.long)
+        sequences = torch.full((len(reading.tokens), width), self.config.eos_token_id, dtype=torch.long)
         confidences = torch.full(sequences.shape, math.nan)
         for row, (ids, conf) in enumerate(zip(reading.tokens, reading.confidences)):
             sequences[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -363,7 +370,8 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
     # -- D: the anchored start -----------------------------------------------------------------------------------------
 
     def _anchored_inputs(self, states, lengths, prefix, prefix_mask, config, rows: list):
-        """D's (config with its answer length, start ids (B, G), slot prior, per-row answer lengths). Each row starts
+        """D's (config with its answer length, start ids (B, G), slot prior, per-row answer lengths, hints (B, G) or
+        None: the first pass's token at each masked slot, for a decoder trained to read them). Each row starts
         from its own hypothesis (`rows`): a first pass's words with their confidences (the words under
         `anchor_threshold` masked, `anchor_slack` slots per masked stretch: `deliberation_start`); an N-best list
         (rescored when `rescore_weight` is set, else its best); text without confidences (each word's confidence read
@@ -405,22 +413,26 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
         token_confidences, token_frames = self._token_confidences(states, lengths, prefix, prefix_mask, config,
                                                                   unscored, log_probs)
         reading = self.ctc_read(states, lengths) if fallback and has_ctc else None
-        starts, frames = [], []
+        starts, frames, hints = [], [], []
         for b in range(batch):
             if b in words:
                 confidences = rows[b].confidences or word_minimum(words[b], token_confidences[b])
                 masked = [c < config.anchor_threshold for c in confidences]
-                starts.append(deliberation_start(words[b], masked, slack, mask_id))
-                frames.append([-1] * len(starts[-1]))
+                start, hint = deliberation_start(words[b], masked, slack, mask_id)
+                starts.append(start)
+                hints.append(hint)
+                frames.append([-1] * len(start))
             elif b in ids or reading is not None:
                 tokens = ids[b] if b in ids else reading.tokens[b]
                 confidences = token_confidences[b] if b in ids else reading.confidences[b]
                 where = token_frames[b] if b in ids else reading.frames[b]
-                starts.append([t if c >= config.anchor_threshold else mask_id for t, c in zip(tokens, confidences)]
-                              + [mask_id] * slack)
+                kept = [c >= config.anchor_threshold for c in confidences]
+                starts.append([t if keep else mask_id for t, keep in zip(tokens, kept)] + [mask_id] * slack)
+                hints.append([-1 if keep or b not in ids else t for t, keep in zip(tokens, kept)] + [-1] * slack)
                 frames.append(list(where) + [-1] * slack)
             else:
                 starts.append([])
+                hints.append([])
                 frames.append([])
         # each row's answer: room for its start and an end of text (never less than gen_length, unless the caller set
         # gen_length: then a start is cut to it); a batch is as long as its longest row, whose extra positions the
@@ -429,20 +441,26 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
             room = max(0, config.gen_length - slack)
             starts = [s if len(s) <= config.gen_length else s[:room] + [mask_id] * min(slack, config.gen_length)
                       for s in starts]
+            hints = [h if len(h) <= config.gen_length else h[:room] + [-1] * min(slack, config.gen_length)
+                     for h in hints]
             own = [config.gen_length] * batch
         else:
             own = [max(config.gen_length, len(s) + 1) for s in starts]
         if max(own) != config.gen_length:
             config = copy.deepcopy(config)
             config.gen_length = config.block_length = max(own)
-        start = torch.full((batch, config.gen_length), config.eos_token_id, dtype=torch.long)
-        for b, ids_b in enumerate(starts):
+        start = torch.full((batch, config.gen_length), self.config.eos_token_id, dtype=torch.long)
+        hinted = torch.full((batch, config.gen_length), -1, dtype=torch.long)
+        for b, (ids_b, hints_b) in enumerate(zip(starts, hints)):
             start[b, : len(ids_b)] = torch.tensor(ids_b, dtype=torch.long)
+            hinted[b, : len(hints_b)] = torch.tensor(hints_b, dtype=torch.long)
         prior = None
-        if has_ctc and (config.ctc_fusion > 0 or config.ctc_top_k is not None):
+        if has_ctc and (getattr(config, "ctc_fusion", 0.0) > 0 or getattr(config, "ctc_top_k", None) is not None):
             prior = self._slot_prior(frames, log_probs, config)
         answer_lengths = None if len(set(own)) == 1 else torch.tensor(own)
-        return config, start, prior, answer_lengths
+        # a decoder trained with first-pass hints reads the first pass's token at each slot it re-predicts
+        hinted = hinted if getattr(self.config, "first_pass_hints", False) and bool((hinted >= 0).any()) else None
+        return config, start, prior, answer_lengths, hinted
 
     def _chosen_hypotheses(self, prefix, prefix_mask, config, rows: list) -> list:
         """Each row's one hypothesis: an N-best list rescored by the decoder (`rescore_weight`), or its best."""
@@ -490,15 +508,11 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
         """Without a CTC head: each hypothesis token's probability under the decoder, which reads the whole unmasked
         hypothesis (one forward pass)."""
         width = max((len(r) for r in rows), default=0) + 1
-        canvas = torch.full((len(rows), width), config.eos_token_id, dtype=torch.long, device=prefix.device)
+        canvas = torch.full((len(rows), width), self.config.eos_token_id, dtype=torch.long, device=prefix.device)
         for row, ids in enumerate(rows):
             canvas[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        full_mask = torch.cat((prefix_mask, torch.ones_like(canvas)), dim=1)
-        out = self.decoder(inputs_embeds=torch.cat((prefix, self.decoder.get_input_embeddings()(canvas)), dim=1),
-                           attention_mask=None if bool(full_mask.all()) else full_mask,
-                           position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0),
-                           logits_positions=slice(prefix.shape[1], prefix.shape[1] + width))
-        probs = torch.softmax(out.logits.float(), dim=-1).gather(-1, canvas[..., None]).squeeze(-1)
+        logits = self.decoder.answer_logits(prefix, prefix_mask, canvas)  # the decoder family's reading of a canvas
+        probs = torch.softmax(logits.float(), dim=-1).gather(-1, canvas[..., None]).squeeze(-1)
         return [probs[row, : len(ids)].tolist() for row, ids in enumerate(rows)]
 
     def _slot_prior(self, frames: list[list[int]], log_probs: torch.Tensor, config) -> SlotPrior:
@@ -574,6 +588,17 @@ def hypothesis_rows(hypothesis, batch: int, drop: set) -> list[list[int] | None]
             row = row[:-1]
         out.append([int(t) for t in row])
     return out
+
+
+def as_first_pass(item) -> FirstPassHypothesis | None:
+    """`item` as this module's `FirstPassHypothesis` (a first pass made by another copy of this code, e.g. the
+    package's while the model runs its checkpoint's remote code, has the same fields), or None when it is none."""
+    if isinstance(item, FirstPassHypothesis):
+        return item
+    if all(hasattr(item, name) for name in ("text", "words", "confidences")):
+        return FirstPassHypothesis(str(item.text), list(item.words), [float(c) for c in item.confidences],
+                                   float(getattr(item, "score", 0.0)))
+    return None
 
 
 def word_minimum(word_ids: list[list[int]], token_confidences: list[float]) -> list[float]:

@@ -25,10 +25,12 @@ from transformers.pipelines.base import ChunkPipeline
 
 try:
     from .alignment_whisper_llada import word_chunks
+    from .decoder_families import family
     from .generation_whisper_llada import accept_whisper_options
     from .processing_whisper_llada import WhisperLladaProcessor, load_audio
 except ImportError:  # imported as a plain top-level module (tests, scripts)
     from alignment_whisper_llada import word_chunks
+    from decoder_families import family
     from generation_whisper_llada import accept_whisper_options
     from processing_whisper_llada import WhisperLladaProcessor, load_audio
 
@@ -83,13 +85,15 @@ def join_texts(texts: Iterable[str]) -> str:
 
 def generate_window(model, input_features: torch.Tensor, attention_mask: torch.Tensor,
                     generation_config: GenerationConfig, return_timestamps: bool = False,
-                    decoder_input_ids: list | None = None):
+                    hypotheses: list | None = None, streamer=None):
     """model.generate on log-mel features (moved to the model's device and encoder dtype): (ids (B, G), token times
-    (B, G, 2) in seconds or None)."""
-    hypothesis = {"decoder_input_ids": decoder_input_ids} if decoder_input_ids is not None else {}
+    (B, G, 2) in seconds or None). `hypotheses`: a first-pass transcript per row (text, or None) as D's start."""
+    extra = {"hypotheses": hypotheses} if hypotheses is not None and any(h is not None for h in hypotheses) else {}
+    if streamer is not None:
+        extra["streamer"] = streamer
     out = model.generate(input_features=input_features.to(model.device, model.encoder.dtype),
                          attention_mask=attention_mask.to(model.device), generation_config=generation_config,
-                         return_dict_in_generate=True, return_timestamps=return_timestamps, **hypothesis)
+                         return_dict_in_generate=True, return_timestamps=return_timestamps, **extra)
     return out.sequences, getattr(out, "token_timestamps", None)
 
 
@@ -114,12 +118,14 @@ def window_words(processor, ids: list[int], times, offset: float, end: float) ->
 
 
 def processor_for(model, feature_extractor, tokenizer) -> WhisperLladaProcessor:
-    """The model's processor from its feature extractor and tokenizer (what a pipeline loads): answers spelled in
-    the CTC's units when the model writes them (`config.answer_units`)."""
+    """The model's processor from its feature extractor and tokenizer (what a pipeline loads): its decoder family's
+    special tokens, answers spelled in the CTC's units when the model writes them (`config.answer_units`)."""
     units = None
     if getattr(model.config, "answer_units", False):
         units = [i for i in model.config.ctc_token_ids if i != model.config.ctc_blank_id]
-    return WhisperLladaProcessor(feature_extractor, tokenizer, ctc_units=units)
+    tokens = family(model.config.decoder_type)
+    return WhisperLladaProcessor(feature_extractor, tokenizer, ctc_units=units, mask_token=tokens.mask_token,
+                                 end_of_turn_token=tokens.end_of_turn)
 
 
 def transcribe(
@@ -140,8 +146,8 @@ def transcribe(
     resolved once (`model.resolve_decoding`).
 
     `return_timestamps="word"` (or True: one chunk per window) returns `{"text", "chunks"}` per audio instead of its
-    text. `hypotheses`: a first-pass transcript per audio (or None) as D's start; an audio of several windows keeps
-    D's CTC start. `stats` (a dict) counts `cut_answers` (answers that filled their length without an end of text)
+    text. `hypotheses`: a first-pass transcript per audio (or None) as D's start, put in the model's transcript form
+    (an empty one falls back to the CTC reading); an audio of several windows keeps D's CTC start. `stats` (a dict) counts `cut_answers` (answers that filled their length without an end of text)
     and `hypotheses_used`."""
     config = model.resolve_decoding(generation_config)
     rate = processor.feature_extractor.sampling_rate
@@ -157,14 +163,14 @@ def transcribe(
     step = batch_size or max(1, len(windows))
     texts, chunks = [], []
     for first in range(0, len(windows), step):
-        features = processor(audio=windows[first : first + step], sampling_rate=rate)
+        features = processor.features_of_waves(windows[first : first + step])
         firsts = None
         if hypotheses is not None:
-            part = [hypotheses[owners[w]] if spans[w][2] == 1 else None for w in range(first, first + len(features[
+            firsts = [hypotheses[owners[w]] if spans[w][2] == 1 else None for w in range(first, first + len(features[
                 "input_features"]))]
-            if any(h is not None for h in part):
-                firsts = [processor.encode_text(h.strip()) if h and h.strip() else [] for h in part]
-                stats["hypotheses_used"] = stats.get("hypotheses_used", 0) + sum(bool(f) for f in firsts)
+            stats["hypotheses_used"] = stats.get("hypotheses_used", 0) + sum(
+                bool(h if isinstance(h, str) else getattr(h, "words", None) or getattr(h, "text", "").strip())
+                for h in firsts if h is not None)
         ids, times = generate_window(model, features["input_features"], features["attention_mask"], config,
                                      bool(return_timestamps), firsts)
         stats["cut_answers"] = stats.get("cut_answers", 0) + count_cut(ids, model.config)
@@ -189,6 +195,13 @@ def count_cut(ids: torch.Tensor, config) -> int:
     return int((~torch.isin(ids, stops).any(-1)).sum())
 
 
+class _Paired:
+    """An input of the pipeline with its own first-pass hypothesis."""
+
+    def __init__(self, audio, hypothesis):
+        self.audio, self.hypothesis = audio, hypothesis
+
+
 class WhisperLladaASRPipeline(ChunkPipeline):
     """`pipeline("automatic-speech-recognition", model=..., trust_remote_code=True)` for whisper-llada.
 
@@ -200,19 +213,46 @@ class WhisperLladaASRPipeline(ChunkPipeline):
     in seconds from a CTC alignment of the transcript (needs a CTC head); `return_timestamps=True`: one chunk per
     window. `generate_kwargs` (and the top-level `decoding`, `steps`, `gen_length`, ...) are resolved once into the
     model's generation config (`model.resolve_decoding`: unknown names raise before any audio is read);
-    `generate_kwargs={"hypothesis": "text"}` starts D from a first-pass transcript. Whisper's `language="en"` and
-    `task="transcribe"` are accepted (English transcription is what the model does). Audio is read with soundfile, so
-    neither ffmpeg nor torchaudio is needed."""
+    `generate_kwargs={"hypothesis": "text"}` starts D from a first-pass transcript (put in the model's transcript
+    form), with a list of inputs a list of hypotheses, one per input (None where there is none);
+    `generate_kwargs={"streamer": s}` hands every sampler step to a streamer (transformers' `TextDiffusionStreamer`
+    shows drafts; it takes one audio at a time). Whisper's `language="en"` and `task="transcribe"` are accepted
+    (English transcription is what the model does). Audio is read with soundfile, so neither ffmpeg nor torchaudio is
+    needed."""
 
     _load_processor = False
     _load_image_processor = False
     _load_feature_extractor = True
     _load_tokenizer = True
 
+    def __call__(self, inputs=None, **kwargs):
+        """transformers' pipeline call; a list of hypotheses (`hypothesis`, at the top level or in generate_kwargs)
+        goes with a list of inputs, one each."""
+        generate_kwargs = dict(kwargs.get("generate_kwargs") or {})
+        where = "generate_kwargs" if "hypothesis" in generate_kwargs else "kwargs"
+        hypothesis = generate_kwargs.get("hypothesis", kwargs.get("hypothesis"))
+        several = isinstance(inputs, (list, tuple))
+        if isinstance(hypothesis, (list, tuple)):
+            if not several or len(hypothesis) != len(inputs):
+                count = len(inputs) if several else 1
+                raise ValueError(f"{len(hypothesis)} hypotheses for {count} input(s): pass one hypothesis (or None) per "
+                                 "input.")
+            inputs = [_Paired(audio, text) for audio, text in zip(inputs, hypothesis)]
+            if where == "generate_kwargs":
+                generate_kwargs.pop("hypothesis")
+                kwargs["generate_kwargs"] = generate_kwargs
+            else:
+                kwargs.pop("hypothesis")
+        elif hypothesis is not None and several and len(inputs) > 1:
+            raise ValueError(f"one hypothesis for {len(inputs)} inputs: pass a list of {len(inputs)} hypotheses (None "
+                             "where there is none), one per input.")
+        return super().__call__(inputs, **kwargs)
+
     def _sanitize_parameters(self, generate_kwargs=None, chunk_length_s=None, stride_length_s=None,
                              return_timestamps=None, **kwargs):
         settings = {**(generate_kwargs or {}), **kwargs}  # decoding, steps, gen_length, ...
         accept_whisper_options(settings)
+        streamer = settings.pop("streamer", None)
         if return_timestamps not in (None, False, True, "word"):
             raise ValueError(f"return_timestamps must be True (one chunk per window), 'word' or False, got "
                              f"{return_timestamps!r}.")
@@ -223,8 +263,11 @@ class WhisperLladaASRPipeline(ChunkPipeline):
                                                         settings.pop("generation_config", None), **settings)
         if hypothesis is not None and not getattr(generation_config, "anchored", False):
             raise ValueError(f"a hypothesis is D's start: pass decoding='D' with it, not {generation_config.name}.")
+        if hypothesis is not None and not isinstance(hypothesis, str):
+            raise ValueError(f"hypothesis must be a transcript (a string), got {type(hypothesis).__name__}.")
         return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s, "hypothesis": hypothesis},
-                {"generation_config": generation_config, "return_timestamps": return_timestamps},
+                {"generation_config": generation_config, "return_timestamps": return_timestamps,
+                 "streamer": streamer},
                 {"return_timestamps": return_timestamps})
 
     @property
@@ -234,6 +277,8 @@ class WhisperLladaASRPipeline(ChunkPipeline):
         return self._asr_processor
 
     def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None, hypothesis=None):
+        if isinstance(inputs, _Paired):  # an input given its own hypothesis (a list of them with a list of inputs)
+            inputs, hypothesis = inputs.audio, inputs.hypothesis
         rate = self.feature_extractor.sampling_rate
         wave = load_audio(inputs, rate)
         ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s)
@@ -241,18 +286,17 @@ class WhisperLladaASRPipeline(ChunkPipeline):
             raise ValueError(f"a hypothesis is D's start for audio of one window; this audio is {len(wave) / rate:.1f} "
                              f"s, {len(ranges)} windows: transcribe it window by window, or without the hypothesis.")
         for number, (start, end) in enumerate(ranges):
-            features = self.asr_processor(audio=wave[start:end], sampling_rate=rate)
+            features = self.asr_processor.features_of_waves([wave[start:end]])
             yield {"is_last": number == len(ranges) - 1, "input_features": features["input_features"],
                    "attention_mask": features["attention_mask"], "span": (start / rate, end / rate),
-                   "hypothesis": None if hypothesis is None else self.asr_processor.encode_text(hypothesis.strip())}
+                   "hypothesis": hypothesis}
 
-    def _forward(self, model_inputs, generation_config=None, return_timestamps=None):
+    def _forward(self, model_inputs, generation_config=None, return_timestamps=None, streamer=None):
         is_last, span, hypothesis = (model_inputs.pop(k) for k in ("is_last", "span", "hypothesis"))
         hypotheses = hypothesis if isinstance(is_last, list) else [hypothesis]  # a list when windows are batched
-        firsts = None if all(h is None for h in hypotheses) else [h or [] for h in hypotheses]
         ids, times = generate_window(self.model, model_inputs["input_features"], model_inputs["attention_mask"],
                                      generation_config or self.model.resolve_decoding(), bool(return_timestamps),
-                                     firsts)
+                                     hypotheses, streamer)
         return {"is_last": is_last, "ids": ids, "times": times, "span": span}
 
     def postprocess(self, model_outputs, return_timestamps=None):

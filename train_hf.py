@@ -82,14 +82,19 @@ def prepare_model(args: ModelArguments):
         if args.lora_r > 0 and not model.config.lora:
             apply_lora(model, model_spec(args).lora)
         config = model.config
-        for name in ("ctc_blank_id", "speech_embeddings", "checkpoint_weights", "first_pass"):
+        for name in ("ctc_blank_id", "speech_embeddings", "checkpoint_weights", "first_pass", "first_pass_hints"):
             if getattr(args, name) is not None:
                 setattr(config, name, getattr(args, name))
     else:
         model, processor = build_model(model_spec(args))
         config = model.config
         config.first_pass = args.first_pass
+        config.first_pass_hints = bool(args.first_pass_hints)
     config.update_recipe(**{name: getattr(args, name) for name in RECIPE_FLAGS if getattr(args, name) is not None})
+    editing = [name for name in ("anchor_prob", "deliberation_prob") if getattr(config.recipe, name)]
+    if editing and config.mask_token_id is None:
+        raise TrainConfigError(f"--{editing[0]}: editor examples mark the slots to refill with [MASK], and the "
+                               f"{config.decoder_type} decoder's tokenizer has none.")
     if args.gen_length:
         model.generation_config.set_length(int(args.gen_length))
     if args.ctc_vocab != "all" and config.ctc_token_ids is None and not config.recipe.ctc_weight:
@@ -107,27 +112,53 @@ def prepare_model(args: ModelArguments):
 
 
 def record_default_decoding(model, decoding: Optional[str]) -> None:
-    """The decoding a saved model uses with no arguments: `decoding`, or D for a masked-diffusion model with a CTC
-    head; its settings (e.g. D's anchor_threshold) are the model's current ones."""
+    """The decoding a saved model uses with no arguments: `decoding`, or D for a model with a CTC head whose decoder
+    family reads D (its generation config has the preset: D starts from the CTC reading); its settings (e.g. D's
+    anchor_threshold) are the model's current ones."""
     if decoding is None:
-        if model.config.decoder_type != "llada" or model.config.ctc_blank_id is None:
+        if model.config.ctc_blank_id is None or not reads_decoding(model, "D"):
             return
         decoding = "D"
     model.generation_config = model.resolve_decoding(decoding)  # a preset: no explicit settings on top of it
 
 
-def record_answer_rate(model, processor, dataset, quantile: float = 0.999) -> None:
+def reads_decoding(model, decoding: str) -> bool:
+    """Whether the model's decoder family reads the preset `decoding` (its generation config says so and resolves
+    it to that preset)."""
+    if not type(model.resolve_decoding()).handles(decoding):
+        return False
+    try:
+        return model.resolve_decoding(decoding).name.split(",")[0] == decoding
+    except (ValueError, TypeError):
+        return False
+
+
+def record_answer_rate(model, processor, dataset, quantile: float = 0.999, streamed_rates=None) -> None:
     """A masked-diffusion model's `tokens_per_second` (generation_config): the training answers' rate (answer tokens
     + EOS per second of audio) at `quantile`, so that A/B/C give long windows room in proportion to what the model
-    saw in training. Local data only (a stream's durations are not known before it is read)."""
-    if model.config.decoder_type != "llada" or not hasattr(dataset, "__len__") or not len(dataset):
+    saw in training: from the local data's durations, or for streamed data from the records the collator read
+    (`streamed_rates`: a stream's durations are not known before it is read)."""
+    if not hasattr(model.generation_config, "tokens_per_second"):
         return
-    import whisper_llada_data as wld
+    if hasattr(dataset, "__len__") and len(dataset):
+        import whisper_llada_data as wld
 
-    rates = sorted((len(processor.encode_text(wld.normalize_transcript(text))) + 1) / seconds
-                   for text, seconds in zip(dataset["text"], dataset["length"]) if seconds > 0)
+        rates = [(len(processor.encode_text(wld.normalize_transcript(text))) + 1) / seconds
+                 for text, seconds in zip(dataset["text"], dataset["length"]) if seconds > 0]
+    else:
+        rates = list(streamed_rates or [])
     if rates:
+        rates.sort()
         model.generation_config.tokens_per_second = round(rates[min(len(rates) - 1, int(quantile * len(rates)))], 2)
+
+
+def resumed_step(checkpoint: Optional[str]) -> int:
+    """The step a run resumed from (its checkpoint's trainer_state.json), 0 for a fresh run."""
+    path = os.path.join(checkpoint, "trainer_state.json") if checkpoint else None
+    if not path or not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return int(json.load(handle).get("global_step", 0))
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -213,10 +244,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if training_args.push_to_hub:  # uploads output_dir: before the final model is written into <output_dir>/final
         trainer.push_to_hub()
     record_default_decoding(model, training_args.default_decoding)
-    record_answer_rate(model, processor, train_dataset)
+    record_answer_rate(model, processor, train_dataset, streamed_rates=collator.answer_rates)
     if trainer.is_world_process_zero():
         save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
-        print(f"[train] {trainer.state.global_step} steps in {elapsed / 60:.1f} min", flush=True)
+        first = resumed_step(resume)
+        done = trainer.state.global_step - first
+        where = f" (steps {first + 1}-{trainer.state.global_step}, resumed from step {first})" if first else ""
+        print(f"[train] {done} steps in {elapsed / 60:.1f} min{where}", flush=True)
     end_distributed()
     return {"trainer": trainer, "metrics": metrics, "model": model, "processor": processor, "cache": cache}
 

@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from configuration_llada_generation import LladaGenerationConfig
-from modeling_causal_decoder import ARGenerationConfig
+from decoder_families import generation_config_classes
 from pipeline_whisper_llada import split_long_audio, transcribe
 from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
     cpu_has_native_bf16, load_models, load_splits, resolve_device, safe_name, spread_subset
 from whisper_llada_io import describe_source
-from whisper_llada_eval_first_pass import check_first_pass, first_pass_texts, transcript_form, write_first_pass
+from whisper_llada_eval_first_pass import check_first_pass, first_pass_texts, write_first_pass
 from whisper_llada_eval_shards import Shards, merge_shards, shard_job
 from whisper_llada_report import HypothesesFile, new_report, write_report
 
@@ -80,9 +79,11 @@ class DecodingRequest:
     limits: dict[str, int] = field(default_factory=dict)  # spec -> decode only N utterances of each split (spread)
 
     def approximations(self, config) -> dict[str, Any]:
-        """The global approximations a resolved masked-diffusion `config` did not set explicitly."""
+        """The global approximations a resolved `config` has (LLaDA's sampler has all three) and did not set
+        explicitly."""
         values = {"threshold": self.threshold, "kv_cache": self.kv_cache, "early_stop": self.early_stop or None}
-        return {name: value for name, value in values.items() if value is not None and name not in config.explicit}
+        return {name: value for name, value in values.items()
+                if value is not None and hasattr(config, name) and name not in config.explicit}
 
 
 @dataclass
@@ -101,9 +102,21 @@ class EvalRequest:
 
 
 def check_spec(spec: str) -> None:
-    """Raises ValueError for a decoding string that neither a masked-diffusion nor an AR config can parse (before any
-    model is loaded; the values are checked per model by `model.resolve_decoding`)."""
-    (ARGenerationConfig if ARGenerationConfig.handles(spec) else LladaGenerationConfig).parse(spec)
+    """Raises ValueError for a decoding string that no decoder family's generation config can parse (before any model
+    is loaded; the values are checked per model by `model.resolve_decoding`); the first family that reads such
+    strings says what is wrong."""
+    errors = []
+    for config_class in generation_config_classes():
+        if not config_class.handles(spec):
+            continue
+        try:
+            config_class.parse(spec)
+            return
+        except (ValueError, TypeError) as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]
+    raise ValueError(f"decoding {spec!r}: no decoder family reads it")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -116,32 +129,48 @@ class Job:
     """One (model, decoding, split): one row of results.json and one hypotheses file."""
 
     loaded: LoadedModel
-    config: Any  # the resolved generation config: LladaGenerationConfig or ARGenerationConfig (`name`, `settings()`)
+    config: Any  # the resolved generation config of the model's family (`name`, `settings()`)
     data: SplitData
     hypotheses: HypothesesFile
     split_utterances: int = 0  # the whole split's usable utterances (more than `data` holds under --limit)
-    first_pass: dict[str, str] | None = None  # D from a first-pass transcript: {key: text} (--first_pass)
+    first_pass: dict | None = None  # D from a first-pass transcript: {key: FirstPassHypothesis} (--first_pass)
 
     @property
     def name(self) -> str:
-        """The row's decoding: the config's name, "+ first pass" when D starts from a first-pass transcript."""
-        return self.config.name + (" + first pass" if self.first_pass is not None else "")
+        """The row's decoding: the config's name; "D + first pass" when D starts from a first-pass transcript (with the
+        model's deliberation settings when it records them: `refined_decoding`)."""
+        return "D + first pass" if self.first_pass is not None else self.config.name
 
 
 def decoding_kind(model) -> type:
-    """The class of the model's resolved generation configs (LladaGenerationConfig or ARGenerationConfig, as the
+    """The class of the model's resolved generation configs (its decoder family's, as the
     checkpoint's own code defines it); its `handles(spec)` says which decoding strings apply to the model."""
     return type(model.resolve_decoding())
 
 
 def is_masked_diffusion(kind: type) -> bool:
-    """Whether a generation config class is a masked-diffusion one (the approximations apply to it)."""
+    """Whether a generation config class is a diffusion one (not the AR-LLM baseline's)."""
     return not kind.handles("AR")
 
 
+def refined_decoding(loaded: LoadedModel, resolved: list[tuple[str, Any]]) -> list[tuple[str, Any, bool]]:
+    """The "D + first pass" row of a model (`--first_pass`): D from the first pass's transcripts, with the settings the
+    model records for deliberation (its own first pass refined) when its decodings have them, else with those of the
+    first D asked for. None when no D was asked for (or the model's decoder has no D)."""
+    anchored = [(spec, config) for spec, config in resolved if getattr(config, "anchored", False)]
+    if not anchored:
+        return []
+    spec, config = anchored[0]
+    if "deliberation" in (getattr(loaded.model.generation_config, "preset_settings", None) or {}):
+        config = loaded.model.resolve_decoding("deliberation")
+    return [(spec, config, True)]
+
+
 def resolve_decodings(loaded: LoadedModel, request: DecodingRequest) -> list[tuple[str, Any]]:
-    """(spec, resolved config) for each spec that applies to the model: masked-diffusion specs to LLaDA-decoder
-    models (with the global approximations), "AR" ones to causal-decoder models; D only with a CTC head."""
+    """(spec, resolved config) for each spec that applies to the model (the specs its decoder family's generation
+    config reads, with the global approximations it has; "AR" ones to causal-decoder models); D only with a CTC head.
+    Without --decoding, a model that none of the default decodings fits (DiffusionGemma without a CTC head) is
+    evaluated with its own default decoding."""
     kind = decoding_kind(loaded.model)
     resolved = []
     for spec in request.specs:
@@ -149,18 +178,27 @@ def resolve_decodings(loaded: LoadedModel, request: DecodingRequest) -> list[tup
             continue
         try:
             config = loaded.model.resolve_decoding(spec)
-            extra = request.approximations(config) if is_masked_diffusion(kind) else {}
+            extra = request.approximations(config)
             if extra:
                 config = loaded.model.resolve_decoding(config, **extra)
         except (ValueError, TypeError) as error:
             raise EvalError(f"model {loaded.label}, decoding {spec}: {error}") from error
-        reads_ctc = getattr(config, "anchored", False) or getattr(config, "ctc_reading", False)
+        from_first_pass = getattr(config, "first_pass", False)
+        reads_ctc = not from_first_pass and (getattr(config, "anchored", False) or getattr(config, "ctc_reading", False))
         if reads_ctc and loaded.model.config.ctc_blank_id is None:
             if request.defaults:
                 continue
             raise EvalError(f"model {loaded.label}, decoding {spec}: {config.name} reads the CTC head's greedy reading "
                             "of the speech, and this model has none (config.ctc_blank_id is None)")
+        if from_first_pass and not getattr(loaded.model.config, "first_pass", None):
+            if request.defaults:
+                continue
+            raise EvalError(f"model {loaded.label}, decoding {spec}: {config.name} runs the model's first pass, and "
+                            "this model names none (config.first_pass)")
         resolved.append((spec, config))
+    if not resolved and request.defaults:  # a family none of the default presets fits: the model's own default
+        config = loaded.model.resolve_decoding()
+        resolved.append((config.name, config))
     names = [config.name for _, config in resolved]
     if len(set(names)) != len(names):
         raise EvalError(f"model {loaded.label}: decodings {request.specs} give duplicate rows {names}")
@@ -213,21 +251,21 @@ def plan_jobs(models: list[LoadedModel], splits: list[SplitData], request: Decod
         if not resolved:
             fits = "A, B, C, D or explicit steps" if is_masked_diffusion(decoding_kind(loaded.model)) else "AR"
             raise EvalError(f"none of the decodings {request.specs} applies to model {loaded.label} ({fits})")
-        refined = [(spec, config, True) for spec, config in resolved if first_pass and getattr(config, "anchored", False)]
+        refined = refined_decoding(loaded, resolved) if first_pass else []
         for spec, config, from_first_pass in [(spec, config, False) for spec, config in resolved] + refined:
             used.add(spec)
             for full in splits:
                 data = spread_subset(full, request.limits.get(spec))
                 limited = f"-{len(data.records)}of{len(full.records)}" if data is not full else ""
-                stem = (f"{safe_name(config.name)}{'-first-pass' if from_first_pass else ''}_"
+                stem = (f"{'D-first-pass' if from_first_pass else safe_name(config.name)}_"
                         f"{safe_name(data.split.name)}{limited}")
                 name = f"hypotheses_{loaded.tag}_{stem}.jsonl" if loaded.tag else f"hypotheses_{stem}.jsonl"
                 signature = run_signature(loaded, config, data, options, dtype_name, device)
                 texts = None
                 if from_first_pass:
                     signature["first_pass"] = first_pass[0]
-                    signature["first_pass_form"] = "transcript_form"
-                    texts = {key: transcript_form(text) for key, text in first_pass[1].get(data.split.name, {}).items()}
+                    signature["first_pass_form"] = getattr(loaded.model.config, "transcript_form", None)
+                    texts = dict(first_pass[1].get(data.split.name, {}))
                 jobs.append(Job(loaded, config, data, HypothesesFile(out_dir / name, signature), len(full.records),
                                 texts))
     paths = [job.hypotheses.path.name for job in jobs]
@@ -439,13 +477,13 @@ def run_sharded(jobs: list[Job], report: dict, options: EvalOptions, out_dir: Pa
     if problems:
         raise EvalError(f"{out_dir} holds shard hypotheses this run cannot resume:\n  " + "\n  ".join(problems)
                         + "\nRerun with --overwrite, or choose another --output_dir.")
-    run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}-rank{shards.rank}"
+    this_run = shards.common(f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")  # rank 0's, for all
     for job in local:
-        decode_job(job, JobProgress.start(job), options, run_id)
+        decode_job(job, JobProgress.start(job), options, f"{this_run}-rank{shards.rank}")
     shards.barrier()
     if shards.rank == 0:
         for job in jobs:
-            progress, _ = merge_shards(job, shards, JobProgress)
+            progress, _ = merge_shards(job, shards, JobProgress, this_run)
             report["results"].append(score_job(job, progress))
         report["status"] = "complete"
         write_report(out_dir, report)

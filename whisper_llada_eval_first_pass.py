@@ -1,13 +1,16 @@
 """First-pass transcripts for eval_hf.py `--first_pass`: D refines another recogniser's transcript (Whisper-LLaDA's
 deliberation mode) instead of the CTC head's reading. Two sources:
 
-    whisper:PATH_OR_ID   a Whisper checkpoint decoded in the same run (transformers' generate, greedy; long audio
-                         long-form), which also gives the table a row of its own (the first pass alone)
+    whisper:SOURCE       a Whisper checkpoint (a Hub id, a folder in Hugging Face or CTranslate2 format, or
+                         package:NAME/SUBDIR; modeling_first_pass.FirstPass) decoded greedily in the same run, each
+                         word with its confidence (audio over 30 s in windows cut in pauses), which also gives the
+                         table a row of its own (the first pass alone)
     FILE.jsonl           a hypotheses file: one {"key", "hypothesis"} per line (e.g. eval_hf.py's hypotheses_*.jsonl
-                         of another model), keys as in the evaluated splits
+                         of another model), keys as in the evaluated splits; without confidences (D reads them off
+                         the audio)
 
-`first_pass_rows` returns {split name: {key: text}} and, for Whisper, one results row per split (WER after Whisper's
-English normaliser, RTFx from the timed batches).
+`first_pass_texts` returns {split name: {key: FirstPassHypothesis}} and, for Whisper, one results row per split (WER
+after Whisper's English normaliser, RTFx from the timed batches).
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from modeling_first_pass import FirstPass, FirstPassHypothesis, transcript_form
 from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
-from whisper_llada_data import normalize_transcript
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, SplitData
 
 logger = logging.getLogger("eval_hf")
@@ -53,44 +56,52 @@ def read_first_pass_file(path: str) -> dict[str, str]:
 
 
 def whisper_first_pass(name: str, splits: list[SplitData], device: torch.device, dtype: torch.dtype,
-                       batch_size: int) -> tuple[dict[str, dict[str, str]], list[dict]]:
-    """Whisper's greedy transcripts of every split (long-form beyond 30 s) and a results row per split."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+                       batch_size: int) -> tuple[dict[str, dict[str, FirstPassHypothesis]], list[dict]]:
+    """Whisper's greedy hypotheses of every split (words with confidences; audio over 30 s decoded window by window)
+    and a results row per split."""
+    from transformers import WhisperFeatureExtractor
+
+    from pipeline_whisper_llada import split_long_audio
 
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(name, dtype=dtype).to(device).eval()
-        processor = WhisperProcessor.from_pretrained(name)
-    except OSError as error:
+        first = FirstPass.load(name).to(device, dtype)
+    except (OSError, ValueError) as error:
         raise EvalError(f"--first_pass whisper:{name}: cannot load it ({str(error).splitlines()[0]})") from None
+    features = WhisperFeatureExtractor(feature_size=first.model.config.num_mel_bins)
     texts, rows = {}, []
     for data in splits:
         records = sorted(data.records, key=lambda r: r["duration"], reverse=True)
         found, seconds, audio_seconds = {}, 0.0, 0.0
         for start in range(0, len(records), batch_size):
-            batch, waves = [], []
+            batch, windows, owners = [], [], []
             for record in records[start : start + batch_size]:
                 try:
-                    waves.append(load_audio(record["audio"], 16000))
-                    batch.append(record)
+                    wave = load_audio(record["audio"], 16000)
                 except AUDIO_ERRORS:
                     continue
+                batch.append(record)
+                audio_seconds += len(wave) / 16000
+                for begin, end in split_long_audio(wave, 16000):
+                    windows.append(wave[begin:end])
+                    owners.append(record["key"])
             if not batch:
                 continue
             began = time.perf_counter()
-            long = max(len(w) for w in waves) > 30 * 16000
-            inputs = processor(waves, sampling_rate=16000, return_tensors="pt", return_attention_mask=True,
-                               **({"truncation": False, "padding": "longest"} if long else {}))
+            mel = features(windows, sampling_rate=16000, return_tensors="pt").input_features
             with torch.inference_mode():
-                ids = model.generate(inputs.input_features.to(device, dtype), attention_mask=inputs.attention_mask.to(
-                    device), return_timestamps=long)
-            decoded = processor.batch_decode(ids, skip_special_tokens=True)
+                hypotheses = [h[0] for h in first.hypotheses(first.encode(mel))]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds += time.perf_counter() - began
-            audio_seconds += sum(len(w) for w in waves) / 16000
-            found.update({r["key"]: t.strip() for r, t in zip(batch, decoded)})
+            for record in batch:
+                parts = [h for h, key in zip(hypotheses, owners) if key == record["key"]]
+                found[record["key"]] = FirstPassHypothesis(" ".join(p.text for p in parts),
+                                                           [w for p in parts for w in p.words],
+                                                           [c for p in parts for c in p.confidences],
+                                                           sum(p.score for p in parts))
         texts[data.split.name] = found
-        rows.append(first_pass_row(f"whisper:{name}", data, found, audio_seconds, seconds))
+        rows.append(first_pass_row(f"whisper:{name}", data, {k: h.text for k, h in found.items()}, audio_seconds,
+                                   seconds))
     return texts, rows
 
 
@@ -111,13 +122,14 @@ def first_pass_row(label: str, data: SplitData, texts: dict[str, str], audio_sec
 
 
 def first_pass_texts(source: str, splits: list[SplitData], device: torch.device, dtype: torch.dtype,
-                     batch_size: int) -> tuple[dict[str, dict[str, str]], list[dict]]:
-    """{split: {key: first-pass text}} and the first pass's own rows (Whisper only)."""
+                     batch_size: int) -> tuple[dict[str, dict[str, FirstPassHypothesis]], list[dict]]:
+    """{split: {key: first-pass hypothesis}} and the first pass's own rows (Whisper only). A file's transcripts come
+    without confidences (D reads them off the audio)."""
     if source.startswith("whisper:"):
         return whisper_first_pass(source[len("whisper:"):], splits, device, dtype, batch_size)
     everything = read_first_pass_file(source)
-    texts = {d.split.name: {r["key"]: everything[r["key"]] for r in d.records if r["key"] in everything}
-             for d in splits}
+    texts = {d.split.name: {r["key"]: FirstPassHypothesis(everything[r["key"]], [], [])
+                            for r in d.records if r["key"] in everything} for d in splits}
     missing = sum(len(d.records) - len(texts[d.split.name]) for d in splits)
     if missing:
         logger.warning("--first_pass %s has no hypothesis for %d utterance(s): D starts from its CTC reading there",
@@ -125,24 +137,11 @@ def first_pass_texts(source: str, splits: list[SplitData], device: torch.device,
     return texts, []
 
 
-def transcript_form(text: str) -> str:
-    """A first pass in the form of the transcripts the model was trained on, as D's start: training targets are
-    `whisper_llada_data.normalize_transcript(text)` of LibriSpeech-style references (lower case, no punctuation), so
-    a recogniser's casing and punctuation ("After Mister Crow, ...") would be tokens the model never wrote and its CTC
-    head never scored. Lower case; letters, digits, apostrophes and spaces kept; other characters become spaces.
-
-    >>> transcript_form(" After Mister Crow flew back, he said: Don't!")
-    "after mister crow flew back he said don't"
-    """
-    kept = "".join(c if c.isalnum() or c in "' " else " " for c in text.lower())
-    return normalize_transcript(kept)
-
-
-def write_first_pass(out_dir: Path, texts: dict[str, dict[str, str]]) -> None:
+def write_first_pass(out_dir: Path, texts: dict[str, dict[str, FirstPassHypothesis]]) -> None:
     """out_dir/first_pass.json: {key: first-pass text} of every split (reusable as a --first_pass file's content)."""
     from whisper_llada_io import write_atomic
 
-    merged = {key: text for split in texts.values() for key, text in split.items()}
+    merged = {key: hypothesis.text for split in texts.values() for key, hypothesis in split.items()}
     write_atomic(Path(out_dir) / "first_pass.json", json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
 
 

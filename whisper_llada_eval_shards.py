@@ -50,6 +50,14 @@ class Shards:
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return device
 
+    def common(self, value: str) -> str:
+        """Rank 0's `value`, on every rank (e.g. the run's id, which tells this run's hypotheses from resumed ones)."""
+        if not (self.active and torch.distributed.is_initialized()):
+            return value
+        holder = [value]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def barrier(self) -> None:
         if self.active and torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -88,9 +96,10 @@ def shard_job(job, shards: Shards):
     return dataclasses.replace(job, data=data, hypotheses=hypotheses)
 
 
-def merge_shards(job, shards: Shards, progress_class):
+def merge_shards(job, shards: Shards, progress_class, this_run: str | None = None):
     """Rank 0: the entries of every rank's hypotheses file as one progress, written to the job's own hypotheses file
-    (in the split's order); the processing seconds of the sharded decoding are the slowest rank's."""
+    (in the split's order); the processing seconds of the sharded decoding are the slowest rank's. Entries whose batch
+    was not decoded by `this_run` (the run's id, every rank's batch ids start with it) count as resumed."""
     done, seconds = {}, []
     for rank in range(shards.world):
         part = HypothesesFile(shard_file(job.hypotheses.path, shards, rank), {}).read()
@@ -98,13 +107,15 @@ def merge_shards(job, shards: Shards, progress_class):
         batches = {e.get("batch_id"): e.get("batch_seconds") or 0.0 for e in part.values()}
         seconds.append(sum(batches.values()))
     ordered = {r["key"]: done[r["key"]] for r in job.data.records if r["key"] in done}
+    resumed = sum(this_run is not None and not str(e.get("batch_id", "")).startswith(this_run)
+                  for e in ordered.values())
     job.hypotheses.path.unlink(missing_ok=True)
     job.hypotheses.meta_path.unlink(missing_ok=True)
     slowest = max(seconds) if seconds else 0.0
     entries = [{**e, "batch_id": "sharded", "batch_seconds": round(slowest, 6)} for e in ordered.values()]
     if entries:
         job.hypotheses.append(entries)
-    return progress_class(ordered, 0, timed=len(ordered)), slowest
+    return progress_class(ordered, resumed, timed=len(ordered) - resumed), slowest
 
 
 __all__ = ["Shards", "share", "shard_job", "merge_shards", "shard_file"]

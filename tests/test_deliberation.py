@@ -197,9 +197,10 @@ def test_deliberation_start_masks_uncertain_words_with_slack_slots():
     from generation_llada import deliberation_start
 
     words = [[1], [2, 3], [4], [5], [6]]
-    assert deliberation_start(words, [False] * 5, 2, MASK_ID) == [1, 2, 3, 4, 5, 6]  # nothing masked: no slack
-    start = deliberation_start(words, [False, True, True, False, True], 1, MASK_ID)
+    assert deliberation_start(words, [False] * 5, 2, MASK_ID) == ([1, 2, 3, 4, 5, 6], [-1] * 6)  # no slack
+    start, hints = deliberation_start(words, [False, True, True, False, True], 1, MASK_ID)
     assert start == [1, MASK_ID, MASK_ID, MASK_ID, MASK_ID, 5, MASK_ID, MASK_ID]  # 3 + 1 slots, then 1 + 1
+    assert hints == [-1, 2, 3, 4, -1, -1, 6, -1]  # the first pass's tokens at the masked slots, none at the slack
 
 
 def test_an_editor_example_targets_insertions_deletions_and_substitutions():
@@ -210,12 +211,14 @@ def test_an_editor_example_targets_insertions_deletions_and_substitutions():
     ids = {w: [10 + i] for i, w in enumerate(sorted(set(reference + hypothesis)))}
     spell = lambda words: [ids[w] for w in words]  # noqa: E731
     masked = [False, True, False, True, True, False]
-    inputs, targets = deliberation_example(reference, hypothesis, spell(hypothesis), spell(reference), masked, 1, 16,
-                                           MASK_ID, EOS_ID, 59)
+    inputs, targets, hints = deliberation_example(reference, hypothesis, spell(hypothesis), spell(reference), masked,
+                                                  1, 16, MASK_ID, EOS_ID, 59)
     the, cat, sat, on, mat = (ids[w][0] for w in ("the", "cat", "sat", "on", "mat"))
     assert inputs.tolist()[:8] == [the, MASK_ID, MASK_ID, on, MASK_ID, MASK_ID, MASK_ID, mat]
     assert targets.tolist()[:8] == [the, cat, sat, on, the, 59, 59, mat]  # "sat" inserted; "big" deleted
     assert inputs.tolist()[8:] == [EOS_ID] * 8 and targets.tolist()[8:] == [EOS_ID] * 8
+    cap, a, big = (ids[w][0] for w in ("cap", "a", "big"))
+    assert hints.tolist()[:8] == [-1, cap, -1, -1, a, big, -1, -1] and hints.tolist()[8:] == [-1] * 8
 
 
 def test_spell_words_gives_each_word_its_tokens_of_the_whole_transcript():

@@ -297,7 +297,8 @@ def test_no_argument_defaults():
     args = eval_hf.parse_args([])
     request, options = args.request, args.options
     assert request.models == [str(eval_hf.DEMO_MODEL)] and request.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
-    assert request.decodings.specs == ["CTC", "A", "B", "C", "D", "AR"] and request.decodings.defaults
+    assert request.decodings.specs == ["CTC", "A", "B", "C", "D", "first_pass", "deliberation", "AR"]
+    assert request.decodings.defaults
     assert request.decodings.limits == {"C": 3}
     assert args.output_dir == str(eval_hf.DEMO_OUTPUT)
     assert (options.long_audio, options.on_bad_data, options.overwrite, options.batch_size) == ("chunk", "skip",

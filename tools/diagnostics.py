@@ -6,8 +6,8 @@
         one panel per run, as a PNG (needs matplotlib).
 
     python tools/diagnostics.py join-clips demo/audio/manifest.jsonl --per 5 --output outputs/longform/joined.jsonl
-        Long-form test audio: each run of --per consecutive utterances of one speaker joined end to end (no silence
-        added) into one FLAC, with the joined reference; the WER of these vs of the utterances one by one measures
+        Long-form test audio: each run of --per consecutive utterances of one speaker joined end to end (--gap
+        seconds of silence between them, none by default) into one FLAC, with the joined reference; the WER of these vs of the utterances one by one measures
         long-form transcription (eval_hf.py cuts audio over 30 s into windows in pauses).
 
     python tools/diagnostics.py longform-whisper ../shared/models/whisper-tiny.en --joined outputs/longform/joined.jsonl \
@@ -255,7 +255,8 @@ def read_hypotheses(path: str) -> list[dict]:
     return rows
 
 
-def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
+def join_clips(manifest: str, per: int, output: Path, gap: float = 0.0) -> list[dict]:
+    import numpy as np
     import soundfile
 
     records = wld.read_manifest(manifest)
@@ -267,9 +268,11 @@ def join_clips(manifest: str, per: int, output: Path) -> list[dict]:
         for first in range(0, len(items) - per + 1, per):
             part = items[first : first + per]
             audio = [load_audio(r["audio"], 16000) for r in part]
+            silence = np.zeros(int(gap * 16000), dtype=np.float32)
+            audio = [piece for wave in audio for piece in (wave, silence)][:-1] if gap else audio
             key = f"{part[0]['key']}..{part[-1]['key'].rsplit('-', 1)[-1]}"
             path = output.parent / f"{key}.flac"
-            soundfile.write(str(path), __import__("numpy").concatenate(audio), 16000)
+            soundfile.write(str(path), np.concatenate(audio), 16000)
             joined.append({"audio_filepath": path.name, "duration": sum(len(a) for a in audio) / 16000,
                            "text": " ".join(r["text"] for r in part), "key": key})
     output.write_text("".join(json.dumps(r) + "\n" for r in joined))
@@ -386,6 +389,7 @@ def main(argv=None) -> int:
     join.add_argument("manifest")
     join.add_argument("--per", type=int, default=5)
     join.add_argument("--output", type=Path, required=True)
+    join.add_argument("--gap", type=float, default=0.0, help="seconds of silence between the utterances")
     longform = commands.add_parser("longform-whisper")
     longform.add_argument("whisper_dir")
     longform.add_argument("--joined", required=True)
@@ -439,7 +443,7 @@ def main(argv=None) -> int:
     elif args.command == "longform-whisper":
         print(json.dumps(longform_whisper(args.whisper_dir, args.joined, args.single, args.chunk_length_s)))
     elif args.command == "join-clips":
-        for record in join_clips(args.manifest, args.per, args.output):
+        for record in join_clips(args.manifest, args.per, args.output, args.gap):
             print(json.dumps({"key": record["key"], "duration": round(record["duration"], 2)}))
     else:
         for manifest in args.data:
