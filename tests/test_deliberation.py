@@ -381,3 +381,85 @@ def test_the_demo_model_s_first_pass_shares_its_encoder_and_encodes_once():
     assert text.startswith("may 10 1851")  # Whisper's digits, in the model's transcript form
     out = model.generate(**inputs, decoding="deliberation", anchor_threshold=0.0)  # nothing re-masked
     assert processor.batch_decode(out)[0] == text and len(calls) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# First-pass hints: a re-masked slot also reads the first pass's token
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_hinted_mask_reads_the_mask_embedding_plus_the_hint():
+    from generation_llada import embed_answer
+
+    embedding = torch.nn.Embedding(64, 8)
+    answer = torch.tensor([[5, MASK_ID, MASK_ID, EOS_ID]])
+    hints = torch.tensor([[-1, 7, -1, -1]])
+    out = embed_answer(embedding, answer, hints, MASK_ID)
+    assert torch.equal(out[0, 1], embedding.weight[MASK_ID] + embedding.weight[7])
+    assert torch.equal(out[0, [0, 2, 3]], embedding(answer)[0, [0, 2, 3]])  # unhinted slots as they are
+    assert torch.equal(embed_answer(embedding, answer, None, MASK_ID), embedding(answer))
+    committed = torch.tensor([[5, 9, MASK_ID, EOS_ID]])  # a committed slot no longer reads its hint
+    assert torch.equal(embed_answer(embedding, committed, hints, MASK_ID), embedding(committed))
+
+
+def test_hints_reach_the_loss_and_the_sampler_of_a_model_trained_with_them(ctc_model):
+    from modeling_first_pass import FirstPassHypothesis
+
+    model, processor = ctc_model
+    inputs = processor(audio=synthetic_speech(3.0), sampling_rate=16000)
+    first = FirstPassHypothesis("the cat sat", ["the", "cat", "sat"], [0.99, 0.2, 0.99])
+    seen = []
+    original = type(model.decoder).generate
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("answer_hints"))
+        return original(self, *args, **kwargs)
+
+    try:
+        type(model.decoder).generate = recording
+        model.generate(**inputs, decoding="D", hypotheses=[first], anchor_threshold=0.5)
+        model.config.first_pass_hints = True
+        model.generate(**inputs, decoding="D", hypotheses=[first], anchor_threshold=0.5)
+    finally:
+        type(model.decoder).generate = original
+        model.config.first_pass_hints = False
+    cat = processor.encode_text(" cat")
+    assert seen[0] is None and seen[1][0][seen[1][0] >= 0].tolist() == cat  # the hint: the first pass's "cat"
+    # the loss: the hints change the masked slots' input, hence the loss
+    labels = processor(text=["the cat sat"])["labels"]
+    editor = torch.full_like(labels, -1)
+    editor[0, : labels.shape[1]] = labels[0]
+    editor[0, 1] = model.config.mask_token_id
+    hints = torch.full_like(labels, -1)
+    hints[0, 1] = cat[0]
+    plain = model(**inputs, labels=labels, editor_inputs=editor).loss
+    hinted = model(**inputs, labels=labels, editor_inputs=editor, editor_hints=hints).loss
+    assert torch.isfinite(hinted) and not torch.isclose(plain, hinted)
+
+
+def test_the_collator_draws_editor_examples_from_a_hypotheses_file(tmp_path):
+    from configuration_whisper_llada import TrainingRecipe
+    from whisper_llada_training import DeliberationExamples, read_first_pass_hypotheses
+
+    processor = make_processor()
+    entry = {"key": "u1", "greedy": {"text": "the cap sat", "words": ["the", "cap", "sat"], "confidences": [0.9, 0.2, 0.9]},
+             "beam": [], "samples": {"0.8": [{"text": "the cap sat", "words": ["the", "cap", "sat"],
+                                               "confidences": [0.9, 0.3, 0.9]},
+                                              {"text": "a cat", "words": ["a", "cat"], "confidences": [0.5, 0.6]}]}}
+    path = tmp_path / "first_pass.jsonl"
+    path.write_text(json.dumps(entry) + "\n")
+    found = read_first_pass_hypotheses(str(path))
+    assert [words for words, _ in found["u1"]] == [["the", "cap", "sat"], ["a", "cat"]]  # distinct word sequences
+    (tmp_path / "bad.jsonl").write_text('{"key": "u2"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl, line 1"):
+        read_first_pass_hypotheses(str(tmp_path / "bad.jsonl"))
+    recipe = TrainingRecipe(deliberation_prob=1.0, deliberation_threshold=0.95, deliberation_random_mask=0.0)
+    editor = DeliberationExamples(found, processor, recipe, processor.mask_token_id, processor.eos_token_id, 59,
+                                  hints=True, seed=0)
+    labels = processor(text=["the cat sat"])["labels"]
+    for _ in range(5):
+        inputs, targets, hints = editor.example("u1", "the cat sat", 12)
+        masked = inputs == processor.mask_token_id
+        assert masked.any() and ((hints >= 0) <= masked).all()  # hints only at masked slots
+        assert set(targets[masked].tolist()) <= set(labels[0].tolist()) | {59}  # reference tokens or the delete token
+    assert editor.example("unknown", "the cat sat", 12) is None
