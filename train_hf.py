@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -133,11 +134,14 @@ def reads_decoding(model, decoding: str) -> bool:
         return False
 
 
-def record_answer_rate(model, processor, dataset, quantile: float = 0.999, streamed_rates=None) -> None:
+def record_answer_rate(model, processor, dataset, quantile: float = 0.999, streamed_rates=None,
+                       streamed_seconds=None) -> None:
     """A masked-diffusion model's `tokens_per_second` (generation_config): the training answers' rate (answer tokens
     + EOS per second of audio) at `quantile`, so that A/B/C give long windows room in proportion to what the model
-    saw in training: from the local data's durations, or for streamed data from the records the collator read
-    (`streamed_rates`: a stream's durations are not known before it is read)."""
+    saw in training; and its `max_window_s`, the longest training audio (rounded up to 0.1 s), so that long audio is
+    decoded in windows no longer than the decoder learned to read: from the local data's durations, or for streamed
+    data from the records the collator read (`streamed_rates`, `streamed_seconds`: a stream's durations are not known
+    before it is read)."""
     if not hasattr(model.generation_config, "tokens_per_second"):
         return
     if hasattr(dataset, "__len__") and len(dataset):
@@ -145,11 +149,14 @@ def record_answer_rate(model, processor, dataset, quantile: float = 0.999, strea
 
         rates = [(len(processor.encode_text(wld.normalize_transcript(text))) + 1) / seconds
                  for text, seconds in zip(dataset["text"], dataset["length"]) if seconds > 0]
+        seconds = [s for s in dataset["length"] if s > 0]
     else:
-        rates = list(streamed_rates or [])
+        rates, seconds = list(streamed_rates or []), list(streamed_seconds or [])
     if rates:
         rates.sort()
         model.generation_config.tokens_per_second = round(rates[min(len(rates) - 1, int(quantile * len(rates)))], 2)
+    if seconds and hasattr(model.generation_config, "max_window_s"):
+        model.generation_config.max_window_s = min(30.0, math.ceil(max(seconds) * 10) / 10)
 
 
 def resumed_step(checkpoint: Optional[str]) -> int:
@@ -244,7 +251,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if training_args.push_to_hub:  # uploads output_dir: before the final model is written into <output_dir>/final
         trainer.push_to_hub()
     record_default_decoding(model, training_args.default_decoding)
-    record_answer_rate(model, processor, train_dataset, streamed_rates=collator.answer_rates)
+    record_answer_rate(model, processor, train_dataset, streamed_rates=collator.answer_rates,
+                       streamed_seconds=collator.seconds_read)
     if trainer.is_world_process_zero():
         save_final(model, processor, training_args.final_model_dir, training_args.final_model_dtype)
         first = resumed_step(resume)

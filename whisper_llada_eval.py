@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from decoder_families import generation_config_classes
-from pipeline_whisper_llada import split_long_audio, transcribe
+from pipeline_whisper_llada import decoder_window_s, split_long_audio, transcribe
 from processing_whisper_llada import load_audio
 from text_normalization import normalize_text, word_error_counts
 from whisper_llada_eval_inputs import AUDIO_ERRORS, EvalError, LoadedModel, SplitData, check_model_argument, \
@@ -324,7 +324,7 @@ def read_batch_audio(job: Job, batch: list[dict], options: EvalOptions) -> tuple
                             "(--long_audio error)")
         truncated = long and options.long_audio == "truncate"
         wave = wave[:max_samples] if truncated else wave
-        windows = len(split_long_audio(wave, rate)) if long and not truncated else 1
+        windows = 1 if truncated else len(split_long_audio(wave, rate, window_s=decoder_window_s(job.config)))
         kept.append(record)
         waves.append(wave)
         info.append({"duration": round(len(wave) / rate, 4), "chunked": windows > 1, "windows": windows,

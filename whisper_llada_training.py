@@ -291,6 +291,7 @@ class SpeechCollator:
         window = fe.n_samples / fe.sampling_rate
         self.max_seconds = min(max_seconds, window) if max_seconds is not None else window
         self.answer_rates: list[float] = []  # answer tokens + EOS per second of each record batched (all passes)
+        self.seconds_read: list[float] = []  # the audio seconds of each record batched
 
     def _audio(self, rows: list[dict]) -> tuple[list[dict], list[np.ndarray]]:
         kept, waves = [], []
@@ -368,6 +369,7 @@ class SpeechCollator:
         for text, frames in zip(texts, seconds):
             if frames > 0:
                 self.answer_rates.append((len(self.processor.encode_text(text)) + 1) / (frames / 100.0))
+                self.seconds_read.append(frames / 100.0)
 
     def _editor_examples(self, batch: dict, rows: list[dict], texts: list[str]) -> None:
         """Rows drawn as deliberation examples get their start (`editor_inputs`, -1 in the other rows) and their
@@ -426,7 +428,8 @@ class WhisperLladaTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the projector in its own parameter group when --projector_learning_rate is
-        set (the schedule scales both groups alike)."""
+        set (the schedule scales both groups alike), after the others: the Trainer logs the first group's rate, which
+        is then --learning_rate's."""
         lr = self.args.projector_learning_rate
         if lr is None or self.optimizer is not None:
             return super().create_optimizer(model) if model is not None else super().create_optimizer()
@@ -441,7 +444,8 @@ class WhisperLladaTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(
             [{"params": params, "weight_decay": self.args.weight_decay if use_decay else 0.0,
-              **({"lr": lr} if part == "projector" else {})} for (part, use_decay), params in groups.items()],
+              **({"lr": lr} if part == "projector" else {})}
+             for (part, use_decay), params in sorted(groups.items(), key=lambda item: item[0][0] == "projector")],
             **optimizer_kwargs,
         )
         return self.optimizer

@@ -463,3 +463,22 @@ def test_the_collator_draws_editor_examples_from_a_hypotheses_file(tmp_path):
         assert masked.any() and ((hints >= 0) <= masked).all()  # hints only at masked slots
         assert set(targets[masked].tolist()) <= set(labels[0].tolist()) | {59}  # reference tokens or the delete token
     assert editor.example("unknown", "the cat sat", 12) is None
+
+
+@needs_whisper_tokenizer
+def test_first_pass_bias_keeps_the_hypothesis_unless_the_decoder_prefers_another_word_by_more(ctc_model):
+    from generation_llada import favour_hints
+    from modeling_first_pass import FirstPassHypothesis
+
+    logits = torch.zeros(1, 3, 8)
+    logits[0, :, 2] = 1.0
+    favoured = favour_hints(logits, torch.tensor([[5, -1, 5]]), 3.0)
+    assert favoured[0].argmax(-1).tolist() == [5, 2, 5] and torch.equal(favoured[0, 1], logits[0, 1])
+    model, processor = ctc_model
+    inputs = processor(audio=synthetic_speech(3.0), sampling_rate=16000)
+    first = FirstPassHypothesis("the cat sat", ["the", "cat", "sat"], [0.1, 0.1, 0.1])  # every word re-masked
+    free = processor.batch_decode(model.generate(**inputs, decoding="D", hypotheses=[first], anchor_threshold=0.5))
+    kept = processor.batch_decode(model.generate(**inputs, decoding="D", hypotheses=[first], anchor_threshold=0.5,
+                                                 first_pass_bias=1e4))
+    assert free != ["the cat sat"] and kept == ["the cat sat"]  # the untrained decoder alone writes other words
+    assert not model.config.first_pass_hints  # the hints only biased the logits: this decoder never read them

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_whisper_tokenizer, HIDE_THIS_PACKAGE, make_pipeline, make_tiny_asr_model
+from conftest import needs_whisper_tokenizer, HIDE_THIS_PACKAGE, make_pipeline, make_tiny_asr_model, synthetic_speech
 from pipeline_whisper_llada import split_long_audio, transcribe
 
 RATE = 16000
@@ -113,3 +113,21 @@ def test_long_clip_through_remote_code_pipeline_in_clean_process(asr_parts, tmp_
     with torch.no_grad():
         assert result["default"] == transcribe(model, processor, [audio])[0]  # 20 s windows by default past 30 s
         assert result["chunked"] == transcribe(model, processor, [audio], chunk_length_s=15)[0]
+
+
+def test_decodings_that_run_the_decoder_read_windows_no_longer_than_it_trained_on(caplog):
+    import logging
+
+    from configuration_llada_generation import LladaGenerationConfig
+    from pipeline_whisper_llada import decoder_window_s, split_long_audio
+
+    wave = synthetic_speech(25.0)
+    assert split_long_audio(wave, 16000) == [(0, len(wave))]  # fits the encoder: one window
+    windows = split_long_audio(wave, 16000, window_s=12.0)
+    assert len(windows) == 3 and all(b - a <= 12 * 16000 for a, b in windows) and windows[-1][1] == len(wave)
+    with caplog.at_level(logging.WARNING):
+        capped = split_long_audio(wave, 16000, chunk_length_s=30, window_s=12.0)
+    assert capped == windows and "longer than the audio this model's decoder trained on" in caplog.text
+    config = LladaGenerationConfig(mask_token_id=1, eos_token_id=2, max_window_s=12.0)
+    assert decoder_window_s(config.resolved("B")) == 12.0 and decoder_window_s(config.resolved("D")) == 12.0
+    assert decoder_window_s(config.resolved("CTC")) is None  # the CTC reading alone reads 30 s windows well

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (make_pipeline, make_processor, needs_whisper_tokenizer, synthetic_speech)
+from conftest import make_pipeline, make_processor, needs_whisper_tokenizer, record_generate, synthetic_speech
 
 pytestmark = needs_whisper_tokenizer
 
@@ -108,7 +108,7 @@ def test_decodings_without_decoder_steps_record_none_for_steps_and_length(ctc_as
     assert model.resolve_decoding("B").settings()["steps"] == 8
 
 
-def test_the_answer_rate_of_streamed_training_data_is_recorded_from_the_records_read(ctc_asr):
+def test_the_answer_rate_and_longest_window_of_streamed_training_data_are_recorded_from_the_records_read(ctc_asr):
     import datasets
 
     import train_hf
@@ -123,8 +123,13 @@ def test_the_answer_rate_of_streamed_training_data_is_recorded_from_the_records_
                                                    (len(processor.encode_text("four")) + 1) / 4.0], rel=0.02)
     stream = datasets.Dataset.from_list([{"text": "x", "length": 1.0}]).to_iterable_dataset()
     model.generation_config.tokens_per_second = None
-    train_hf.record_answer_rate(model, processor, stream, streamed_rates=collator.answer_rates)
-    assert model.generation_config.tokens_per_second == pytest.approx(max(collator.answer_rates), abs=0.01)
+    try:
+        train_hf.record_answer_rate(model, processor, stream, streamed_rates=collator.answer_rates,
+                                    streamed_seconds=collator.seconds_read)
+        assert model.generation_config.tokens_per_second == pytest.approx(max(collator.answer_rates), abs=0.01)
+        assert collator.seconds_read == pytest.approx([2.0, 4.0]) and model.generation_config.max_window_s == 4.0
+    finally:
+        model.generation_config.max_window_s = None
 
 
 def test_a_resumed_training_run_says_how_many_steps_it_trained(tmp_path):
@@ -163,3 +168,25 @@ def test_generate_accepts_whisper_s_english_options(ctc_asr):
     plain = model.generate(**inputs, decoding="B")
     assert torch.equal(model.generate(**inputs, decoding="B", language="en", task="transcribe"), plain)
     assert np.array_equal(plain.shape, model.generate(**inputs, decoding="B", language="english").shape)
+
+
+@needs_whisper_tokenizer
+def test_long_windows_are_cut_to_what_the_decoder_trained_on_for_decoder_decodings_only(ctc_asr, monkeypatch):
+    model, processor, asr = ctc_asr
+    calls = record_generate(model, monkeypatch)
+    audio = {"raw": synthetic_speech(5.0), "sampling_rate": 16000}
+    model.generation_config.max_window_s = 2.0
+    try:
+        windows = asr(audio, decoding="B", return_timestamps=True)["chunks"]
+        assert len(calls) == 3 and all(c["input_features"].shape[0] == 1 for c in calls)  # 3 windows of <= 2 s
+        assert len(windows) <= 3 and all(end - start <= 2.0 + 1e-6 for start, end in (w["timestamp"] for w in windows))
+        calls.clear()
+        asr(audio, decoding="CTC")  # the CTC reading alone reads the whole window
+        assert len(calls) == 1
+        calls.clear()
+        asr(audio, decoding="D", hypothesis="the cat sat")  # a hypothesis covers its whole audio: one window
+        assert len(calls) == 1
+        with pytest.raises(ValueError, match="max_window_s must be None or > 0"):
+            model.resolve_decoding("B", max_window_s=0)
+    finally:
+        model.generation_config.max_window_s = None

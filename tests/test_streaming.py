@@ -106,3 +106,24 @@ def test_two_processes_each_read_their_own_part_once_per_pass(hub_repo, tmp_path
         zero, one = ranks[0][epoch], ranks[1][epoch]
         assert zero and one and not set(zero) & set(one)  # each rank its own records ...
         assert sorted(zero + one) == FILE_ORDER  # ... and together every record once per pass
+
+
+def test_a_projector_learning_rate_gets_its_own_group_after_the_others(tmp_path):
+    """--projector_learning_rate: the projector in its own group, placed last, so that the rate the Trainer logs (the
+    first group's) is --learning_rate's, not the projector's (0 with a frozen-by-rate projector)."""
+    from conftest import tiny_whisper_llada
+    from train_hf import WhisperLladaTrainingArguments
+    from whisper_llada_training import WhisperLladaTrainer
+
+    args = WhisperLladaTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=1,
+                                         learning_rate=3e-4, projector_learning_rate=0.0, report_to="none")
+    from build_whisper_llada import apply_lora
+
+    model = tiny_whisper_llada()
+    apply_lora(model, {"r": 2, "lora_alpha": 4})  # the decoder's adapters train at --learning_rate
+    trainer = WhisperLladaTrainer(model=model, args=args, data_collator=KeyCollator())
+    groups = trainer.create_optimizer().param_groups
+    projector = {id(p) for p in model.projector.parameters() if p.requires_grad}
+    assert groups[0]["lr"] == 3e-4 and not projector & {id(p) for p in groups[0]["params"]}
+    assert all(g["lr"] == 0.0 for g in groups if projector & {id(p) for p in g["params"]})
+    assert projector <= {id(p) for g in groups for p in g["params"]}

@@ -46,6 +46,24 @@ def changed_words(before: list[str], after: list[str]) -> int:
     return counts["substitutions"] + counts["deletions"] + counts["insertions"]
 
 
+def remember_pseudo_log_likelihoods(model) -> None:
+    """The decoder's pseudo-log-likelihood of a hypothesis does not depend on the rescoring weight: computed once per
+    (utterance, hypothesis, passes) for all the settings measured (keyed by the utterance's prefix)."""
+    compute, memo = model.pseudo_log_likelihood, {}
+
+    def remembered(prefix, prefix_mask, owners, answers, passes, **kwargs):
+        keys = [(hash(prefix[o][prefix_mask[o].bool()].float().sum().item()), tuple(a), passes)
+                for o, a in zip(owners, answers)]
+        todo = [i for i, key in enumerate(keys) if key not in memo]
+        if todo:
+            scores = compute(prefix, prefix_mask, [owners[i] for i in todo], [answers[i] for i in todo], passes,
+                             **kwargs)
+            memo.update({keys[i]: score for i, score in zip(todo, scores)})
+        return [memo[key] for key in keys]
+
+    model.pseudo_log_likelihood = remembered
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -62,6 +80,7 @@ def main(argv=None) -> list[dict]:
     model = WhisperLladaForConditionalGeneration.from_pretrained(args.model, dtype=DTYPES[args.dtype]).eval()
     processor = WhisperLladaProcessor.from_pretrained(args.model)
     model.attach_processor(processor)
+    remember_pseudo_log_likelihoods(model)
     records = sorted(load_records(args.data), key=lambda r: r["duration"] or 0.0)
     found = {}
     for line in Path(args.first_pass).read_text(encoding="utf-8").splitlines():

@@ -71,7 +71,7 @@ def main(argv=None) -> None:
                 beams = first_pass.hypotheses(frames, num_beams=args.beams, num_return_sequences=args.beams) \
                     if args.beams > 1 else [[] for _ in batch]
                 samples = {f"{t:g}": first_pass.hypotheses(frames, num_return_sequences=args.samples, temperature=t)
-                           for t in args.temperatures}
+                           for t in (args.temperatures if args.samples > 0 else [])}
             for row, record in enumerate(batch):
                 entry = {"key": record["key"], "greedy": greedy[row][0].to_dict(),
                          "beam": [h.to_dict() for h in beams[row]],
