@@ -292,14 +292,14 @@ def test_demo_audio_bundle():
 
 def test_no_argument_defaults():
     """`python eval_hf.py` with no arguments means: the bundled model and clips, CTC A B C D AR (CTC and D only for
-    models with a CTC head, AR only for causal ones), C on 3 clips spread over the 15, into outputs/demo_eval, long
-    audio transcribed long-form, bad files skipped."""
+    models with a CTC head, AR only for causal ones), C on 1 clip and B on 5 spread over the 15, into
+    outputs/demo_eval, long audio transcribed long-form, bad files skipped."""
     args = eval_hf.parse_args([])
     request, options = args.request, args.options
     assert request.models == [str(eval_hf.DEMO_MODEL)] and request.data == [f"demo={eval_hf.DEMO_MANIFEST}"]
     assert request.decodings.specs == ["CTC", "A", "B", "C", "D", "first_pass", "deliberation", "AR"]
     assert request.decodings.defaults
-    assert request.decodings.limits == {"C": 3}
+    assert request.decodings.limits == {"C": 1, "B": 5}
     assert args.output_dir == str(eval_hf.DEMO_OUTPUT)
     assert (options.long_audio, options.on_bad_data, options.overwrite, options.batch_size) == ("chunk", "skip",
                                                                                                  False, 8)

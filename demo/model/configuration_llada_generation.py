@@ -54,12 +54,14 @@ LLADA_SETTINGS: dict[str, Any] = {
     "ctc_fusion": float,
     "ctc_top_k": int,
     "tokens_per_second": float,
+    "max_window_s": float,
     "first_pass_beams": int,
     "rescore_weight": float,
     "rescore_passes": int,
+    "first_pass_bias": float,
 }
 APPROXIMATE_SETTINGS = ("threshold", "kv_cache", "early_stop")
-ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack", "ctc_fusion", "ctc_top_k")
+ANCHOR_SETTINGS = ("anchor_threshold", "anchor_slack", "ctc_fusion", "ctc_top_k", "first_pass_bias")
 FIRST_PASS_SETTINGS = ("first_pass_beams", "rescore_weight", "rescore_passes")
 
 
@@ -92,11 +94,18 @@ class LladaGenerationConfig(GenerationConfig):
             token masked in one of `rescore_passes` passes); None = the first pass's own best.
         rescore_passes: the number of masked passes of that pseudo-log-likelihood (token i is masked in pass
             i mod rescore_passes).
+        first_pass_bias: D from a hypothesis (deliberation, or `hypotheses=`): added to the logit of the
+            hypothesis's own token at each re-masked slot (natural-log units): 0 = the decoder alone refills; larger =
+            the hypothesis's word stays unless the decoder prefers another by more than that.
         preset_settings: the settings a model recorded for its presets ({"D": {...}, "deliberation": {...}}, chosen
             on validation): what `decoding="D"` means for this model, before explicit settings.
         tokens_per_second: the answer length follows the audio: a window of s seconds gets at least
             ceil(s * tokens_per_second) + 1 positions (gen_length grows when that is more; never shrinks). None: the
             fixed gen_length. D's answer length always follows its CTC reading.
+        max_window_s: the longest audio (seconds) the decoder read in training (train_hf.py records it): the
+            pipeline and eval split longer audio into windows at most this long, in pauses, for the decodings that run
+            the decoder (A, B, C, D, deliberation), so that none reads a window longer than it learned to (its answer
+            would end early). None: windows up to the encoder's 30 s.
         decoding: the preset this config was resolved from (A, B, C, D, CTC), or None; part of its `name`.
         mask_token_id / eos_token_id / pad_token_id: the decoder's special ids.
     """
@@ -118,10 +127,12 @@ class LladaGenerationConfig(GenerationConfig):
         ctc_top_k: int | None = None,
         ctc_reading: bool = False,
         tokens_per_second: float | None = None,
+        max_window_s: float | None = None,
         first_pass: bool = False,
         first_pass_beams: int = 1,
         rescore_weight: float | None = None,
         rescore_passes: int = 4,
+        first_pass_bias: float = 0.0,
         preset_settings: dict | None = None,
         decoding: str | None = None,
         mask_token_id: int | None = None,
@@ -147,10 +158,12 @@ class LladaGenerationConfig(GenerationConfig):
         self.ctc_top_k = ctc_top_k
         self.ctc_reading = ctc_reading
         self.tokens_per_second = tokens_per_second
+        self.max_window_s = max_window_s
         self.first_pass = first_pass
         self.first_pass_beams = first_pass_beams
         self.rescore_weight = rescore_weight
         self.rescore_passes = rescore_passes
+        self.first_pass_bias = first_pass_bias
         self.preset_settings = {str(k): dict(v) for k, v in (preset_settings or {}).items()}
         self.decoding = decoding
         self.explicit = list(explicit)  # the settings a caller set on top of the preset (for `name`)
@@ -287,6 +300,8 @@ class LladaGenerationConfig(GenerationConfig):
             raise ValueError(f"ctc_top_k must be None or an integer >= 1, got {self.ctc_top_k!r}.")
         if self.tokens_per_second is not None and not _check_finite("tokens_per_second", self.tokens_per_second) > 0:
             raise ValueError(f"tokens_per_second must be None or > 0, got {self.tokens_per_second!r}.")
+        if self.max_window_s is not None and not _check_finite("max_window_s", self.max_window_s) > 0:
+            raise ValueError(f"max_window_s must be None or > 0 (seconds), got {self.max_window_s!r}.")
         if not self.anchored and any(name in self.explicit for name in ANCHOR_SETTINGS):
             raise ValueError(f"{[n for n in ANCHOR_SETTINGS if n in self.explicit]} apply to anchored decoding only: "
                              'use decoding="D" (or "deliberation").')
@@ -303,6 +318,7 @@ class LladaGenerationConfig(GenerationConfig):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
         if self.rescore_weight is not None and _check_finite("rescore_weight", self.rescore_weight) < 0:
             raise ValueError(f"rescore_weight must be None or >= 0, got {self.rescore_weight!r}.")
+        _check_finite("first_pass_bias", self.first_pass_bias)
         if not isinstance(self.preset_settings, dict) or any(
                 name not in DECODING_PRESETS or not isinstance(values, dict) or set(values) - set(LLADA_SETTINGS)
                 for name, values in self.preset_settings.items()):
@@ -364,16 +380,21 @@ class LladaGenerationConfig(GenerationConfig):
     def settings(self) -> dict[str, Any]:
         """The resolved settings, as eval_hf.py records them for each row (a decoding without decoder steps, CTC or
         first_pass, has no steps, answer length or blocks)."""
-        sampler = not (self.ctc_reading or (self.first_pass and not self.anchored))
+        sampler = self.runs_decoder
         return {"decoding": self.decoding, "steps": self.steps if sampler else None,
                 "gen_length": self.gen_length if sampler else None,
                 "block_length": self.block_length if sampler else None,
                 "num_blocks": self.num_blocks if sampler else None, "num_beams": 1,
                 "temperature": self.temperature or 0.0, "remasking": self.remasking, "threshold": self.threshold,
                 "kv_cache": self.kv_cache, "early_stop": bool(self.early_stop),
-                "tokens_per_second": self.tokens_per_second,
+                "tokens_per_second": self.tokens_per_second, "max_window_s": self.max_window_s,
                 **({name: getattr(self, name) for name in ANCHOR_SETTINGS} if self.anchored else {}),
                 **({name: getattr(self, name) for name in FIRST_PASS_SETTINGS} if self.first_pass else {})}
+
+    @property
+    def runs_decoder(self) -> bool:
+        """Whether this decoding runs the diffusion decoder (not CTC's reading or the first pass alone)."""
+        return not (self.ctc_reading or (self.first_pass and not self.anchored))
 
     def record(self, decoding: str, **settings: Any) -> None:
         """Records what `decoding` means for this model (`preset_settings`: settings chosen on validation, saved in

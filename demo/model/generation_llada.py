@@ -250,6 +250,17 @@ def embed_answer(embedding, answer: torch.LongTensor, hints: torch.LongTensor | 
     return out + embedding(hints.to(answer.device).clamp(min=0)) * hinted[..., None].to(out.dtype)
 
 
+def favour_hints(logits: torch.Tensor, hints: torch.Tensor, bias: float) -> torch.Tensor:
+    """Logits (b, L, vocab) with `bias` added to the first pass's token at each hinted slot (`hints` (b, L) >= 0):
+    deliberation's `first_pass_bias`, the first pass's word kept unless the decoder prefers another by more."""
+    hinted = hints >= 0
+    if not bool(hinted.any()):
+        return logits
+    logits = logits.float().clone()
+    index = hints.clamp(min=0)[..., None]
+    return logits.scatter_add_(-1, index, (hinted.to(logits.dtype) * bias)[..., None])
+
+
 def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
     """Gumbel-max sampling as in LLaDA: float64, exp(logits) / (-log u) ** temperature."""
     if not temperature:
@@ -284,11 +295,13 @@ class _Rows:
 
     def __init__(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, answer: torch.LongTensor,
                  config: LladaGenerationConfig, prior: SlotPrior | None = None,
-                 answer_lengths: torch.LongTensor | None = None, hints: torch.LongTensor | None = None):
+                 answer_lengths: torch.LongTensor | None = None, hints: torch.LongTensor | None = None,
+                 read_hints: bool = True):
         batch, device = prefix.shape[0], prefix.device
         self.prefix = prefix  # (b, P, d), left-padded
         self.answer = answer  # (b, G)
         self.hints = None if hints is None else hints.to(device)  # (b, G) the first pass's token at masked slots
+        self.read_hints = read_hints  # the decoder reads them with the mask (trained so); else they only bias
         answer_mask = torch.ones_like(self.answer)
         if answer_lengths is not None:  # each row sees only its own answer length (an anchored start's EOS fill)
             answer_mask = (torch.arange(answer.shape[1], device=device) < answer_lengths.to(device)[:, None]).long()
@@ -412,6 +425,7 @@ class LladaGenerationMixin:
         answer_prior: SlotPrior | None = None,  # D: the CTC's scores of the answer slots, fused in (`ctc_fusion`)
         answer_lengths: torch.LongTensor | None = None,  # (B,) D: positions each row sees (the rest is EOS, hidden)
         answer_hints: torch.LongTensor | None = None,  # (B, gen_length) D: the first pass's token at masked slots
+        read_hints: bool = True,  # D: the decoder reads the hints with the mask (one trained with them)
         return_dict_in_generate: bool = False,
         output_history: bool = False,
         streamer=None,
@@ -437,7 +451,7 @@ class LladaGenerationMixin:
                 f"max_sequence_length ({limit}); use a smaller gen_length."
             )
         rows = _Rows(prefix, mask.to(prefix.device).long(), self._start(prefix, config, answer_start), config,
-                     answer_prior, answer_lengths, answer_hints)
+                     answer_prior, answer_lengths, answer_hints, read_hints)
         history = _History(rows.answer) if output_history else None
         put_draft(streamer, rows)
         for start, end, step, scheduled in diffusion_schedule(config):
@@ -467,6 +481,8 @@ class LladaGenerationMixin:
             logits = logits.clone()
             logits[..., config.eos_token_id] = logits[..., config.eos_token_id].masked_fill(
                 rows.no_eos[:, start:end], -math.inf)
+        if rows.hints is not None and getattr(config, "first_pass_bias", 0.0):
+            logits = favour_hints(logits, rows.hints[:, start:end], config.first_pass_bias)
         predicted, confidence = self._predict(logits, config, generator)
         if rows.prior is not None:
             predicted, confidence = rows.prior.fuse(logits, predicted, confidence, start, end)
@@ -501,9 +517,10 @@ class LladaGenerationMixin:
         width = rows.prefix.shape[1]
         embed = self.get_input_embeddings()
         mask_id = config.mask_token_id
+        hints = rows.hints if rows.read_hints else None
         if config.kv_cache is None or rows.cache_block != start:
             out = self(
-                inputs_embeds=torch.cat((rows.prefix, embed_answer(embed, rows.answer, rows.hints, mask_id)), dim=1),
+                inputs_embeds=torch.cat((rows.prefix, embed_answer(embed, rows.answer, hints, mask_id)), dim=1),
                 attention_mask=rows.key_mask,
                 position_ids=rows.positions,
                 logits_positions=slice(width + start, width + end),
@@ -514,7 +531,7 @@ class LladaGenerationMixin:
         window_end = end if config.kv_cache == "dual" else rows.answer.shape[1]
         out = self(
             inputs_embeds=embed_answer(embed, rows.answer[:, start:window_end],
-                                       None if rows.hints is None else rows.hints[:, start:window_end], mask_id),
+                                       None if hints is None else hints[:, start:window_end], mask_id),
             attention_mask=rows.key_mask,
             position_ids=rows.positions[:, width + start : width + window_end],
             logits_positions=slice(0, end - start),

@@ -198,8 +198,9 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
             if anchored:
                 config, start, prior, answer_lengths, hints = self._anchored_inputs(states, lengths, prefix,
                                                                                     prefix_mask, config, rows)
+                reads = bool(getattr(self.config, "first_pass_hints", False))
                 extra.update(answer_start=start, answer_prior=prior, answer_lengths=answer_lengths,
-                             **({"answer_hints": hints} if hints is not None else {}))
+                             **({"answer_hints": hints, "read_hints": reads} if hints is not None else {}))
             else:
                 config = self._answer_length(config, attention_mask, encoder_outputs, prefix.shape[1])
             output = self.decoder.generate(inputs_embeds=prefix, attention_mask=prefix_mask, generation_config=config,
@@ -458,8 +459,11 @@ class WhisperLladaGenerationMixin(FirstPassMixin):
         if has_ctc and (getattr(config, "ctc_fusion", 0.0) > 0 or getattr(config, "ctc_top_k", None) is not None):
             prior = self._slot_prior(frames, log_probs, config)
         answer_lengths = None if len(set(own)) == 1 else torch.tensor(own)
-        # a decoder trained with first-pass hints reads the first pass's token at each slot it re-predicts
-        hinted = hinted if getattr(self.config, "first_pass_hints", False) and bool((hinted >= 0).any()) else None
+        # a decoder trained with first-pass hints reads the first pass's token at each slot it re-predicts;
+        # `first_pass_bias` favours that token in any decoder
+        reads = getattr(self.config, "first_pass_hints", False)
+        used = reads or getattr(config, "first_pass_bias", 0.0)
+        hinted = hinted if used and bool((hinted >= 0).any()) else None
         return config, start, prior, answer_lengths, hinted
 
     def _chosen_hypotheses(self, prefix, prefix_mask, config, rows: list) -> list:

@@ -418,8 +418,10 @@ class FirstPass:
         # same greedy tokens, with the prompt kept in the sequences
         beams = options["num_beams"] > 1
         cache = {"cache": BeamSearchCache(DynamicCache(), DynamicCache())} if beams else {}
+        frame_mask = torch.ones(frames.shape[:2], dtype=torch.long, device=frames.device)  # no padding in frames
         out = GenerationMixin.generate(self.model, encoder_outputs=BaseModelOutput(last_hidden_state=frames),
-                                       decoder_input_ids=prompt, decoder_attention_mask=torch.ones_like(prompt),
+                                       attention_mask=frame_mask, decoder_input_ids=prompt,
+                                       decoder_attention_mask=torch.ones_like(prompt),
                                        generation_config=GenerationConfig(**options, return_dict_in_generate=True,
                                                                           output_logits=not beams), **cache)
         sequences = out.sequences.cpu()

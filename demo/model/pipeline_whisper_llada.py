@@ -10,11 +10,15 @@
 Long audio. Whisper's seq2seq chunking merges overlapping windows by their timestamp/token alignment; a masked-diffusion
 decoder has no timestamps, so windows here do not overlap. Each window ends in the quietest 300 ms (a pause, found
 on the smoothed frame energy) within its last `stride_length_s` seconds, so no word is cut in two, decoded twice or
-dropped; the window texts are joined with a space. Audio up to the encoder's 30 s window is one window.
+dropped; the window texts are joined with a space. Audio up to the encoder's 30 s window is one window, except for
+the decodings that run the decoder when the model records a shorter `max_window_s` (the longest audio its decoder
+trained on): their windows are at most that long, since a decoder reading a longer window than it learned to ends its
+answer early (the demo model trained on utterances up to 17.3 s; 2026-12-07 run in BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable
 
@@ -34,25 +38,41 @@ except ImportError:  # imported as a plain top-level module (tests, scripts)
     from generation_whisper_llada import accept_whisper_options
     from processing_whisper_llada import WhisperLladaProcessor, load_audio
 
+logger = logging.getLogger(__name__)
+_WARNED: set = set()
+
 DEFAULT_CHUNK_LENGTH_S = 20.0  # windows for audio longer than the encoder's 30 s, when chunk_length_s is not given
+
+
+def decoder_window_s(generation_config) -> float | None:
+    """The longest window a decoding should read: the model's `max_window_s` for decodings that run the decoder,
+    None (the encoder's 30 s) for CTC's reading and the first pass alone."""
+    runs_decoder = getattr(generation_config, "runs_decoder", True)
+    return getattr(generation_config, "max_window_s", None) if runs_decoder else None
+
+
 def split_long_audio(
     wave: np.ndarray,
     sampling_rate: int,
     chunk_length_s: float | None = None,
     stride_length_s: float | None = None,
     max_length_s: float = 30.0,
+    window_s: float | None = None,
 ) -> list[tuple[int, int]]:
     """(start, end) sample ranges that cover `wave` without overlap, each at most `chunk_length_s` long (default: the
-    whole audio if it fits `max_length_s`, else `DEFAULT_CHUNK_LENGTH_S`). Every cut is placed in the quietest 300 ms
-    stretch (mean energy of 20 ms frames) within the last `stride_length_s` seconds of its window (default
-    chunk_length_s / 3), at its quietest 20 ms frame: in the longest pause there, when there is one."""
+    whole audio if it fits `max_length_s` and `window_s`, else `DEFAULT_CHUNK_LENGTH_S` or `window_s`, the shorter).
+    `window_s` (`decoder_window_s`: the longest audio the decoder trained on) also caps a longer `chunk_length_s`,
+    with a warning. Every cut is placed in the quietest 300 ms stretch (mean energy of 20 ms frames) within the last
+    `stride_length_s` seconds of its window (default chunk_length_s / 3), at its quietest 20 ms frame: in the
+    longest pause there, when there is one."""
     total = len(wave)
+    limit = max_length_s if not window_s else min(max_length_s, window_s)
     if not chunk_length_s:  # None or 0: as transformers reads it, no chunking asked for
         chunk_length_s = None
     if chunk_length_s is None:
-        if total <= max_length_s * sampling_rate:
+        if total <= limit * sampling_rate:
             return [(0, total)]
-        chunk_length_s = DEFAULT_CHUNK_LENGTH_S
+        chunk_length_s = min(DEFAULT_CHUNK_LENGTH_S, limit)
     if isinstance(stride_length_s, (list, tuple)):
         raise ValueError(
             f"stride_length_s={list(stride_length_s)}: whisper-llada's windows do not overlap (a masked-diffusion "
@@ -60,6 +80,15 @@ def split_long_audio(
             "here; pass one number: the stretch at the end of each window in which the cut is placed, in a pause.")
     if not 0 < chunk_length_s <= max_length_s:
         raise ValueError(f"chunk_length_s must be in (0, {max_length_s:g}] (the encoder's window), got {chunk_length_s!r}.")
+    if chunk_length_s > limit:
+        if (chunk_length_s, limit) not in _WARNED:
+            _WARNED.add((chunk_length_s, limit))
+            logger.warning(f"chunk_length_s={chunk_length_s:g} is longer than the audio this model's decoder trained "
+                           f"on (max_window_s={limit:g}): its windows are cut at {limit:g} s, so that no answer ends "
+                           "early (pass max_window_s=30 to decode longer windows anyway).")
+        chunk_length_s = limit
+        if stride_length_s is not None and stride_length_s >= chunk_length_s:
+            stride_length_s = None
     stride_length_s = chunk_length_s / 3 if stride_length_s is None else stride_length_s
     if not 0 < stride_length_s < chunk_length_s:
         raise ValueError(f"stride_length_s must be in (0, chunk_length_s={chunk_length_s:g}), got {stride_length_s!r}.")
@@ -154,7 +183,9 @@ def transcribe(
     windows, owners, spans = [], [], []
     for index, audio in enumerate(audios):
         wave = load_audio(audio if not isinstance(audio, np.ndarray) else {"array": audio, "sampling_rate": rate}, rate)
-        ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s)
+        own = hypotheses is not None and hypotheses[index] is not None  # a hypothesis covers its whole audio
+        ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s,
+                                  window_s=None if own else decoder_window_s(config))
         for start, end in ranges:
             windows.append(wave[start:end])
             owners.append(index)
@@ -265,7 +296,8 @@ class WhisperLladaASRPipeline(ChunkPipeline):
             raise ValueError(f"a hypothesis is D's start: pass decoding='D' with it, not {generation_config.name}.")
         if hypothesis is not None and not isinstance(hypothesis, str):
             raise ValueError(f"hypothesis must be a transcript (a string), got {type(hypothesis).__name__}.")
-        return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s, "hypothesis": hypothesis},
+        return ({"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s, "hypothesis": hypothesis,
+                 "window_s": decoder_window_s(generation_config)},
                 {"generation_config": generation_config, "return_timestamps": return_timestamps,
                  "streamer": streamer},
                 {"return_timestamps": return_timestamps})
@@ -276,12 +308,14 @@ class WhisperLladaASRPipeline(ChunkPipeline):
             self._asr_processor = processor_for(self.model, self.feature_extractor, self.tokenizer)
         return self._asr_processor
 
-    def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None, hypothesis=None):
+    def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None, hypothesis=None, window_s=None):
         if isinstance(inputs, _Paired):  # an input given its own hypothesis (a list of them with a list of inputs)
             inputs, hypothesis = inputs.audio, inputs.hypothesis
         rate = self.feature_extractor.sampling_rate
         wave = load_audio(inputs, rate)
-        ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s)
+        # a hypothesis covers its whole audio: only the encoder's window limits it
+        ranges = split_long_audio(wave, rate, chunk_length_s, stride_length_s,
+                                  window_s=window_s if hypothesis is None else None)
         if hypothesis is not None and len(ranges) > 1:
             raise ValueError(f"a hypothesis is D's start for audio of one window; this audio is {len(wave) / rate:.1f} "
                              f"s, {len(ranges)} windows: transcribe it window by window, or without the hypothesis.")
