@@ -334,12 +334,11 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_ctc_checkpoint(tmp_path_factory):
-    """conftest's `tiny_checkpoint` with a CTC head (blank: <|notimestamps|>, unused in transcripts), which D reads."""
+def make_tiny_ctc_model(processor, gen_length: int, steps: int):
+    """A tiny random model (seed 0) for `processor`'s tokenizer with a CTC head (blank: <|notimestamps|>, unused in
+    transcripts), which D reads; its generation config gen_length = block_length and `steps`."""
     from modeling_whisper_llada import WhisperLladaForConditionalGeneration
 
-    processor = make_processor()
     prefix_ids, suffix_ids = processor.prompt_ids()
     config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
                          prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
@@ -347,7 +346,15 @@ def tiny_ctc_checkpoint(tmp_path_factory):
                          ctc_blank_id=processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>"))
     torch.manual_seed(0)
     model = WhisperLladaForConditionalGeneration(config).eval()
-    model.generation_config.update(gen_length=32, block_length=32, steps=8)
+    model.generation_config.update(gen_length=gen_length, block_length=gen_length, steps=steps)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc_checkpoint(tmp_path_factory):
+    """conftest's `tiny_checkpoint` with a CTC head (blank: <|notimestamps|>, unused in transcripts), which D reads."""
+    processor = make_processor()
+    model = make_tiny_ctc_model(processor, gen_length=32, steps=8)
     path = tmp_path_factory.mktemp("tiny_ctc_whisper_llada")
     model.save_pretrained(path)
     processor.save_pretrained(path)

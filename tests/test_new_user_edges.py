@@ -17,18 +17,10 @@ pytestmark = needs_whisper_tokenizer
 @pytest.fixture(scope="module")
 def ctc_asr():
     """A tiny random model with a CTC head (blank <|notimestamps|>) and its pipeline."""
-    from conftest import decoder_config_for, tiny_config
-    from modeling_whisper_llada import WhisperLladaForConditionalGeneration
+    from conftest import make_tiny_ctc_model
 
     processor = make_processor()
-    prefix_ids, suffix_ids = processor.prompt_ids()
-    config = tiny_config(decoder_config=decoder_config_for(processor), prompt_prefix_ids=prefix_ids,
-                         prompt_suffix_ids=suffix_ids, mask_token_id=processor.mask_token_id,
-                         eot_token_id=processor.eot_token_id,
-                         ctc_blank_id=processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>"))
-    torch.manual_seed(0)
-    model = WhisperLladaForConditionalGeneration(config).eval()
-    model.generation_config.update(gen_length=16, block_length=16, steps=4)
+    model = make_tiny_ctc_model(processor, gen_length=16, steps=4)
     model.attach_processor(processor)
     return model, processor, make_pipeline(model, processor)
 
